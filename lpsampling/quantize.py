@@ -1,0 +1,234 @@
+"""Quantization onto a number format: nearest and stochastic rounding.
+
+All grid formats share one kernel: scale ``x`` by the local gap ``2**-k`` (an exact power
+of two), round to an integer, scale back, saturate. Low-bit floats with eight exponent bits
+reach float32 subnormals, which XLA on CPU flushes to zero in arithmetic, so they are rounded
+on the float32 bit pattern instead.
+
+Rounding rules
+--------------
+* ``"nearest"``: the nearest grid value; exact ties go to the even integer code
+  (round-half-to-even) in every format. QPyTorch uses half-to-even for fixed point,
+  half-up for block floating point and half-away-from-zero for small floats, so results
+  differ from QPyTorch only on exact ties (and on QPyTorch's own double-rounding cases).
+* ``"stochastic"``: one of the two neighbouring grid values, the upper one with probability
+  equal to the fractional position of ``x`` in its gap, to a resolution of ``2**-24``
+  (fixed point, block floating point, floats with fewer than 8 exponent bits) or exactly
+  (8-exponent-bit floats, rounded on the bit pattern). Every element draws its own 32
+  random bits from ``key``; nothing is shared across an axis. The result is unbiased
+  except where saturation clips it.
+
+Special values: NaN stays NaN; ±inf saturates to the format's extremes (8-exponent-bit
+floats keep ±inf, as float32 does). Arithmetic is float32; the result is cast back to the
+input's dtype (float16, bfloat16, float32; float64 inputs are rounded to float32 first).
+The gradient of :func:`quantize` is the straight-through identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lpsampling.formats import (
+    FloatingPoint,
+    Format,
+    Full,
+    check_format,
+    grid_bounds,
+    grid_exponent,
+    scale_pow2,
+)
+
+__all__ = ["quantize", "quantize_tree", "quantizer", "uniform24", "ROUNDINGS"]
+
+ROUNDINGS = ("stochastic", "nearest")
+
+
+def check_rounding(rounding: str) -> str:
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return rounding
+
+
+def check_float_array(x: Any, name: str = "x") -> jax.Array:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must be a floating-point array (float16, bfloat16, float32), "
+            f"got dtype {x.dtype}"
+        )
+    return x
+
+
+def uniform24(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Uniform float32 in [0, 1) on a 2**-24 lattice, from 32 fresh bits per element."""
+    bits = jax.random.bits(key, shape, jnp.uint32)
+    return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+def round_scaled(s: jax.Array, rounding: str, key: jax.Array | None) -> jax.Array:
+    """Round float32 ``s`` (a value in units of its grid gap) to an integer-valued float."""
+    if rounding == "nearest":
+        return jnp.round(s)  # half to even
+    lo = jnp.floor(s)
+    return lo + (uniform24(key, s.shape) < s - lo).astype(s.dtype)
+
+
+def _quantize_float_bits(x: jax.Array, fmt: FloatingPoint, rounding: str, key) -> jax.Array:
+    """Round float32 ``x`` to ``fmt.man`` mantissa bits on its bit pattern (exp == 8).
+
+    With eight exponent bits the format's binades and subnormals are float32's own, so the
+    magnitude's bit pattern is linear in the value within each binade and rounding at bit
+    ``23 - man`` (the carry may step into the next binade) is exact, subnormals included.
+    """
+    shift = 23 - fmt.man
+    if shift == 0:
+        return x
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    sign = bits & jnp.uint32(0x80000000)
+    mag = bits & jnp.uint32(0x7FFFFFFF)
+    if rounding == "nearest":
+        odd = (mag >> shift) & jnp.uint32(1)
+        rounded = mag + jnp.uint32((1 << (shift - 1)) - 1) + odd
+    else:
+        rounded = mag + (jax.random.bits(key, x.shape, jnp.uint32) >> (32 - shift))
+    rounded = rounded & jnp.uint32(~((1 << shift) - 1) & 0xFFFFFFFF)
+    special = mag >= jnp.uint32(0x7F800000)  # inf and NaN keep their pattern
+    out = sign | jnp.where(special, mag, rounded)
+    return jax.lax.bitcast_convert_type(out, jnp.float32)
+
+
+def quantize_f32(x: jax.Array, fmt: Format, rounding: str, key) -> jax.Array:
+    """The quantization kernel on float32 ``x`` (no checks, no gradient rule)."""
+    if isinstance(fmt, Full):
+        return x
+    if isinstance(fmt, FloatingPoint) and fmt.exp >= 8:
+        return _quantize_float_bits(x, fmt, rounding, key)
+    k = grid_exponent(x, fmt)
+    r = round_scaled(scale_pow2(x, -k), rounding, key)
+    out = scale_pow2(r, k)
+    if getattr(fmt, "clamp", True):
+        lo, hi = grid_bounds(k, fmt)
+        out = jnp.clip(out, lo, hi)
+    return out
+
+
+_straight_through = jax.custom_jvp(
+    lambda x, key, fmt, rounding: quantize_f32(
+        x.astype(jnp.float32), fmt, rounding, key
+    ).astype(x.dtype),
+    nondiff_argnums=(2, 3),
+)
+
+
+@_straight_through.defjvp
+def _straight_through_jvp(fmt, rounding, primals, tangents):
+    x, key = primals
+    return _straight_through(x, key, fmt, rounding), tangents[0]
+
+
+def quantize(
+    x: jax.Array,
+    fmt: Format,
+    *,
+    key: jax.Array | None = None,
+    rounding: str = "stochastic",
+) -> jax.Array:
+    """Quantize ``x`` onto the grid of ``fmt``.
+
+    Args:
+      x: floating-point array (float16, bfloat16, float32).
+      fmt: a :class:`FixedPoint`, :class:`BlockFloatingPoint`, :class:`FloatingPoint` or
+        ``FULL`` (identity).
+      key: a JAX PRNG key (typed ``jax.random.key`` or raw ``PRNGKey``, any implementation);
+        required for ``rounding="stochastic"``.
+      rounding: ``"stochastic"`` (unbiased: ``E[q] = x`` inside the range) or ``"nearest"``.
+
+    Returns:
+      An array of the dtype and shape of ``x`` whose values lie on the format's grid.
+      Its gradient with respect to ``x`` is the identity (straight-through estimator).
+    """
+    check_format(fmt)
+    check_rounding(rounding)
+    x = check_float_array(x)
+    if isinstance(fmt, Full):
+        return x
+    if rounding == "stochastic" and key is None:
+        raise ValueError(
+            "quantize: stochastic rounding needs a PRNG key: pass key=jax.random.key(seed) "
+            "or rounding='nearest'"
+        )
+    if rounding == "nearest":
+        key = jnp.zeros((2,), jnp.uint32)  # unused; keeps one traced signature
+    return _straight_through(x, key, fmt, rounding)
+
+
+def quantize_tree(
+    tree: Any,
+    fmt: Format,
+    *,
+    key: jax.Array | None = None,
+    rounding: str = "stochastic",
+) -> Any:
+    """Quantize every leaf of a pytree with independent random draws per leaf."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if not leaves:
+        return tree
+    if rounding == "stochastic" and key is not None and not isinstance(fmt, Full):
+        keys = list(jax.random.split(key, len(leaves)))
+    else:
+        keys = [key] * len(leaves)
+    out = [quantize(x, fmt, key=k, rounding=rounding) for x, k in zip(leaves, keys)]
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def quantizer(
+    forward_fmt: Format,
+    backward_fmt: Format,
+    rounding: str = "stochastic",
+) -> Callable[[jax.Array, jax.Array | None], jax.Array]:
+    """A differentiable quantization op for low-precision training.
+
+    Returns ``f(x, key)``: the forward pass quantizes the activation ``x`` onto
+    ``forward_fmt``; the backward pass quantizes the incoming cotangent (the "error") onto
+    ``backward_fmt``, as the paper's networks do between layers. The two roundings use
+    independent keys split from ``key`` (``key`` may be None when ``rounding="nearest"``
+    or both formats are ``FULL``).
+    """
+    check_format(forward_fmt, "forward_fmt")
+    check_format(backward_fmt, "backward_fmt")
+    check_rounding(rounding)
+    needs_key = rounding == "stochastic" and not (
+        isinstance(forward_fmt, Full) and isinstance(backward_fmt, Full)
+    )
+
+    @jax.custom_vjp
+    def op(x, key):
+        return quantize(x, forward_fmt, key=_fwd_key(key), rounding=rounding)
+
+    def _fwd_key(key):
+        return None if key is None else jax.random.fold_in(key, 0)
+
+    def _bwd_key(key):
+        return None if key is None else jax.random.fold_in(key, 1)
+
+    def op_fwd(x, key):
+        return op(x, key), key
+
+    def op_bwd(key, ct):
+        return quantize(ct, backward_fmt, key=_bwd_key(key), rounding=rounding), None
+
+    op.defvjp(op_fwd, op_bwd)
+
+    def apply(x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        check_float_array(x)
+        if needs_key and key is None:
+            raise ValueError(
+                "quantizer: stochastic rounding needs a PRNG key: call f(x, key)"
+            )
+        return op(x, key)
+
+    return apply

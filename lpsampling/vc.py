@@ -1,0 +1,134 @@
+r"""The variance-corrected quantizer Q_vc of Zhang, Wilson & De Sa (ICML 2022).
+
+Given a mean ``μ`` and a target variance ``v`` per element, :func:`vc_quantize` returns a
+value on the format's grid with ``E[q] = μ`` and ``Var[q] = v`` exactly (wherever
+``v ≥ v_s``, below), so a low-precision accumulator can carry the Langevin noise *as*
+quantization noise instead of adding both. With gap ``Δ`` (fixed by ``μ``'s block or
+binade) and ``v₀ = Δ²/4``:
+
+* ``v > v₀``: ``x = μ + sqrt(v − v₀)·ξ``; ``q = nearest(x)``; ``r = x − q``; then add
+  ``c ∈ {+Δ, −Δ, 0}·sign(r)`` with ``P(+) = (v₀ + r² + |r|Δ)/(2Δ²)``,
+  ``P(−) = (v₀ + r² − |r|Δ)/(2Δ²)``. Then ``E[c | r] = r`` and ``Var[c | r] = v₀``, so the
+  output has mean ``μ`` and variance ``(v − v₀) + v₀ = v``.
+* ``v ≤ v₀``: ``q = stochastic_round(μ)``, whose variance is ``v_s = a(Δ − a)`` with
+  ``a = μ − Δ⌊μ/Δ⌋``; if ``v > v_s``, add ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each.
+  The variance is ``max(v, v_s)``. (The paper's released code takes the square root of a
+  negative number here for block floating point; the NaN silently turns the branch into
+  plain stochastic rounding. We compute it in units of ``Δ`` and never form that root.)
+  The two random choices are merged into one draw over ``{⌊μ⌋−Δ, ⌊μ⌋, ⌊μ⌋+Δ, ⌊μ⌋+2Δ}``.
+
+Staying on the format (the output is always a valid value of it):
+
+* Fixed point: results beyond the range saturate (this is the only place the mean is not
+  exact, as for plain stochastic rounding).
+* Block floating point and low-bit floats: ``q ± Δ`` may leave ``μ``'s block range or
+  binade, where the grid is coarser. The result is then stochastically rounded onto the
+  format (which is the identity for values already on it), keeping the mean exact and
+  adding at most ``Δ'²/4`` variance on the elements concerned, with ``Δ'`` the coarser
+  gap. For block floating point all elements of a block whose exponent grew are rounded
+  onto the block's new grid.
+* A block whose mean is all zero has no gap: its output is ``μ + sqrt(v)·ξ`` stochastically
+  rounded onto the format (the block's exponent then comes from the draw itself); the mean
+  stays exact and the variance is ``v`` plus that rounding's variance. The same rule covers
+  float gaps below float32's normal range (``FloatingPoint(8, m)`` near zero).
+* ``FULL``: ``μ + sqrt(v)·ξ`` exactly (plain SGLD).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lpsampling.formats import (
+    FixedPoint,
+    Format,
+    Full,
+    check_format,
+    grid_bounds,
+    grid_exponent,
+    scale_pow2,
+)
+from lpsampling.quantize import check_float_array, quantize_f32, uniform24
+
+__all__ = ["vc_quantize"]
+
+
+def _vc_units(m: jax.Array, vu: jax.Array, xi: jax.Array, u: jax.Array) -> jax.Array:
+    """Q_vc in units of the gap: mean ``m``, variance ``vu`` (both in Δ units, Δ² units)."""
+    # v > v0 (= 1/4 in units of Δ²)
+    s = m + jnp.sqrt(jnp.maximum(vu - 0.25, 0.0)) * xi
+    q = jnp.round(s)
+    r = s - q
+    ar = jnp.abs(r)
+    base = 0.125 + 0.5 * r * r
+    p_toward = base + 0.5 * ar
+    p_away = base - 0.5 * ar
+    direction = jnp.where(r >= 0, 1.0, -1.0)
+    c = jnp.where(u < p_toward, 1.0, jnp.where(u < p_toward + p_away, -1.0, 0.0))
+    large = q + direction * c
+
+    # v <= v0: stochastic rounding of m, plus ±1 with probability p each.
+    lo = jnp.floor(m)
+    f = m - lo
+    p = 0.5 * jnp.maximum(vu - f * (1.0 - f), 0.0)
+    c0 = (1.0 - f) * p
+    c1 = c0 + (1.0 - f) * (1.0 - 2.0 * p) + f * p
+    c2 = c1 + f * (1.0 - 2.0 * p) + (1.0 - f) * p
+    step = jnp.where(u < c0, -1.0, jnp.where(u < c1, 0.0, jnp.where(u < c2, 1.0, 2.0)))
+    small = lo + step
+    return jnp.where(vu > 0.25, large, small)
+
+
+def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> jax.Array:
+    """The VC kernel on float32 ``mean`` and broadcastable float32 ``variance``."""
+    shape = mean.shape
+    k_gauss, k_choice, k_final = jax.random.split(key, 3)
+    xi = jax.random.normal(k_gauss, shape, jnp.float32)
+    if isinstance(fmt, Full):
+        return mean + jnp.sqrt(variance) * xi
+    k = grid_exponent(mean, fmt)
+    has_grid = k != -127
+    kk = jnp.where(has_grid, k, 0)
+    m = scale_pow2(mean, -kk)
+    vu = scale_pow2(scale_pow2(variance, -kk), -kk)
+    units = _vc_units(m, vu, xi, uniform24(k_choice, shape))
+    out = jnp.where(has_grid, scale_pow2(units, kk), mean + jnp.sqrt(variance) * xi)
+    if isinstance(fmt, FixedPoint):
+        if fmt.clamp:
+            lo, hi = grid_bounds(k, fmt)
+            out = jnp.clip(out, lo, hi)
+        return out
+    return quantize_f32(out, fmt, "stochastic", k_final)
+
+
+def vc_quantize(
+    mean: jax.Array,
+    variance: jax.Array | float,
+    fmt: Format,
+    *,
+    key: jax.Array,
+) -> jax.Array:
+    """Variance-corrected quantization: a grid value with mean ``mean`` and variance ``variance``.
+
+    Args:
+      mean: floating-point array ``μ``.
+      variance: target variance ``v ≥ 0`` (scalar or broadcastable to ``mean``), in the
+        squared units of ``mean``; for SGLD it is the Langevin noise variance ``2ηT/N``.
+      fmt: the number format of the output.
+      key: a JAX PRNG key (typed or raw).
+
+    Returns:
+      An array like ``mean`` on the format's grid with ``E = μ`` and ``Var = max(v, v_s)``
+      (see the module docstring for ``v_s`` and the rules at range and binade edges).
+    """
+    check_format(fmt)
+    mean = check_float_array(mean, "mean")
+    if key is None:
+        raise ValueError("vc_quantize needs a PRNG key: pass key=jax.random.key(seed)")
+    variance = jnp.asarray(variance, jnp.float32)
+    if variance.ndim and jnp.broadcast_shapes(variance.shape, mean.shape) != mean.shape:
+        raise ValueError(
+            f"variance of shape {variance.shape} does not broadcast to mean's shape {mean.shape}"
+        )
+    out = vc_quantize_f32(mean.astype(jnp.float32), variance, fmt, key)
+    return out.astype(mean.dtype)
