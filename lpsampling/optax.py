@@ -1,0 +1,318 @@
+r"""Samplers as optax transformations: ``lps.sgld``, ``lps.sgd``, ``lps.cyclical_sgld``.
+
+Each returns an :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
+gradient of the **mean** minibatch loss and the current params, and returns updates such
+that ``optax.apply_updates(params, updates)`` gives the next weights the model runs on:
+
+* ``accumulator="full"`` (SGLDLP-F): the full-precision chain ``θ`` lives in the state
+  (``state.accumulator``, float32); the params are ``Q_W(θ)``. With ``FULL`` weights
+  there is no accumulator: the params are the chain.
+* ``"low"`` / ``"vc"``: the params are the chain, always on the weight grid.
+
+Because the new weights and the old ones are both on the weight grid, their difference is
+exact in float32 for fixed point (word length ≤ 24) and for block floating point and small
+floats unless a value's exponent moves by more than ~16 binades in one step, so
+``apply_updates`` reproduces the weights exactly.
+
+**First forward pass.** The model must run on grid weights from the start (the released
+code of the paper forgets this). Initialise like this::
+
+    opt = lps.sgld(1e-3, num_data=N, weight_format=fmt, key=k_sampler)
+    state = opt.init(params)                                   # θ₀ = params
+    params = lps.quantize_tree(params, fmt, key=k_init)        # the model runs on Q_W(θ₀)
+
+(``lps.init_weights`` does the second line.)
+
+**Non-finite gradients.** A step whose gradients contain NaN or inf is skipped: params,
+accumulator and count stay as they were, the key advances, and ``state.nonfinite_count``
+counts the skipped steps. Wrap in ``optax.apply_if_finite`` for a give-up policy.
+
+**Knowing where you are.** After each update ``state.learning_rate`` is the step size that
+update used and ``state.sampling`` whether it was a sampling (noisy) step, so collecting
+samples is one ``if``; :func:`is_sampling` and :func:`current_learning_rate` find them
+inside chained, injected or multi-step states.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from lpsampling.formats import FULL, Format, Full
+from lpsampling.quantize import quantize_tree
+from lpsampling.schedules import cycle_length, cyclical_schedule, is_sampling_step
+from lpsampling.update import Precision, model_weights, update_position
+
+__all__ = [
+    "SGMCMCState",
+    "sgld",
+    "sgd",
+    "cyclical_sgld",
+    "init_weights",
+    "is_sampling",
+    "current_learning_rate",
+]
+
+
+class SGMCMCState(NamedTuple):
+    """State of an lpsampling optax transformation.
+
+    Attributes:
+      count: number of updates applied (int32), skipped non-finite steps excluded.
+      key: the PRNG key of the next step (split every step, as ``optax.add_noise``).
+      accumulator: the float32 chain ``θ`` for SGLDLP-F with a grid weight format, else None.
+      learning_rate: the step size used by the most recent update (float32).
+      sampling: whether the most recent update was a sampling (noisy) step.
+      nonfinite_count: number of steps skipped because the gradients were not finite.
+    """
+
+    count: chex.Array
+    key: chex.Array
+    accumulator: Any
+    learning_rate: chex.Array
+    sampling: chex.Array
+    nonfinite_count: chex.Array
+
+
+def _concrete_float(value) -> float | None:
+    """``float(value)`` when it is known now (not a tracer, not a schedule), else None."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_number(name: str, value, *, positive: bool = False, allow_zero: bool = True):
+    v = _concrete_float(value)
+    if v is None:
+        if not (callable(value) or isinstance(value, (jax.Array, jax.core.Tracer))):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        return
+    if v != v:
+        raise ValueError(f"{name} must not be NaN")
+    if positive and v <= 0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+    if not allow_zero and v == 0:
+        raise ValueError(f"{name} must be nonzero, got {v}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+
+
+def _check_key(key) -> None:
+    if key is None:
+        raise ValueError(
+            "key is required: the sampler draws its noise and roundings from it "
+            "(pass key=jax.random.key(seed))"
+        )
+    if not isinstance(key, (jax.Array, jax.core.Tracer)):
+        raise TypeError(f"key must be a JAX PRNG key array, got {type(key).__name__}")
+
+
+def _make(
+    learning_rate,
+    *,
+    noise: bool,
+    num_data,
+    temperature,
+    weight_decay,
+    weight_format: Format,
+    grad_format: Format,
+    accumulator: str,
+    key,
+    sampling_fn=None,
+    name: str,
+) -> optax.GradientTransformationExtraArgs:
+    """Build one sampler; every public factory is a thin call of this one."""
+    precision = Precision(weight_format, grad_format, accumulator)
+    _check_number("learning_rate", learning_rate, positive=True)
+    _check_number("weight_decay", weight_decay)
+    if noise:
+        _check_number("num_data", num_data, positive=True)
+        _check_number("temperature", temperature)
+    _check_key(key)
+    lr_schedule = learning_rate if callable(learning_rate) else None
+    static_wd = _concrete_float(weight_decay)
+    wd = None if static_wd == 0.0 else weight_decay
+
+    def init_fn(params):
+        acc = None
+        if precision.has_accumulator:
+            acc = jax.tree.map(
+                lambda p: jnp.asarray(p).astype(jnp.promote_types(p.dtype, jnp.float32)),
+                params,
+            )
+        return SGMCMCState(
+            count=jnp.zeros([], jnp.int32),
+            key=key,
+            accumulator=acc,
+            learning_rate=jnp.zeros([], jnp.float32),
+            sampling=jnp.zeros([], jnp.bool_),
+            nonfinite_count=jnp.zeros([], jnp.int32),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(f"{name}.update needs params: call update(grads, state, params)")
+        lr = lr_schedule(state.count) if lr_schedule is not None else learning_rate
+        lr = jnp.asarray(lr, jnp.float32)
+        sampling = jnp.asarray(noise)
+        variance = None
+        if noise:
+            variance = 2.0 * lr * temperature / num_data
+            if sampling_fn is not None:
+                sampling = sampling_fn(state.count)
+                variance = jnp.where(sampling, variance, 0.0)
+        next_key, step_key = jax.random.split(state.key)
+        k_update, k_weights = jax.random.split(step_key)
+        chain = state.accumulator if precision.has_accumulator else params
+        new_chain, finite = update_position(
+            k_update, chain, updates,
+            learning_rate=lr, noise_variance=variance, precision=precision,
+            weight_decay=wd,
+        )
+        if precision.has_accumulator:
+            new_params = model_weights(k_weights, new_chain, precision, like=params)
+            new_params = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), new_params, params)
+            new_acc = new_chain
+        else:
+            new_params, new_acc = new_chain, None
+        new_updates = jax.tree.map(lambda new, old: new - old, new_params, params)
+        new_state = SGMCMCState(
+            count=state.count + finite.astype(jnp.int32),
+            key=next_key,
+            accumulator=new_acc,
+            learning_rate=lr,
+            sampling=jnp.logical_and(sampling, finite),
+            nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+        )
+        return new_updates, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sgld(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    num_data: int,
+    temperature: float = 1.0,
+    weight_decay: float = 0.0,
+    weight_format: Format = FULL,
+    grad_format: Format = FULL,
+    accumulator: str = "full",
+    key: jax.Array,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient Langevin dynamics in any precision mode.
+
+    ``θ ← θ − η·(Q_G(g) + wd·θ) + sqrt(2ηT/N)·ξ`` with the accumulator rule of
+    ``accumulator`` (see :mod:`lpsampling.update`).
+
+    Args:
+      learning_rate: ``η`` on the mean minibatch loss (scalar or ``optax.Schedule``).
+      num_data: ``N``, the number of training examples (sets the noise ``2ηT/N``).
+      temperature: ``T`` (1 samples the posterior; the paper's CIFAR runs use 1e-3).
+      weight_decay: ``wd``, a Gaussian prior ``wd·N/2·|θ|²`` expressed per datum.
+      weight_format: grid of the weights the model runs on (``FULL``: no grid).
+      grad_format: grid of the gradients (stochastic rounding).
+      accumulator: ``"full"`` (SGLDLP-F), ``"low"`` (naive SGLDLP-L) or ``"vc"``
+        (variance-corrected SGLDLP-L).
+      key: PRNG key for all noise and stochastic rounding (kept in the state).
+    """
+    return _make(
+        learning_rate, noise=True, num_data=num_data, temperature=temperature,
+        weight_decay=weight_decay, weight_format=weight_format, grad_format=grad_format,
+        accumulator=accumulator, key=key, name="sgld",
+    )
+
+
+def sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    weight_decay: float = 0.0,
+    weight_format: Format = FULL,
+    grad_format: Format = FULL,
+    accumulator: str = "full",
+    key: jax.Array,
+) -> optax.GradientTransformationExtraArgs:
+    """Low-precision SGD without momentum (SGDFP, SGDLP-F, SGDLP-L): :func:`sgld` without
+    noise. ``accumulator="vc"`` without noise is plain stochastic rounding, like ``"low"``.
+    """
+    return _make(
+        learning_rate, noise=False, num_data=None, temperature=None,
+        weight_decay=weight_decay, weight_format=weight_format, grad_format=grad_format,
+        accumulator=accumulator, key=key, name="sgd",
+    )
+
+
+def cyclical_sgld(
+    init_lr: float,
+    *,
+    num_data: int,
+    num_cycles: int,
+    total_steps: int,
+    exploration_ratio: float = 0.0,
+    temperature: float = 1.0,
+    weight_decay: float = 0.0,
+    weight_format: Format = FULL,
+    grad_format: Format = FULL,
+    accumulator: str = "full",
+    key: jax.Array,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Cyclical SGLD (Zhang et al., ICLR 2020) in any precision mode.
+
+    Step size ``η_k = η₀/2·(cos(π·(k mod L)/L) + 1)`` with ``L = ⌈total_steps/num_cycles⌉``;
+    the first ``exploration_ratio`` of each cycle are SGD steps (no noise), the rest SGLD
+    sampling steps. ``exploration_ratio=0`` puts noise on every step, as in the
+    low-precision paper's cyclical runs; the original cSGLD paper samples only late in
+    each cycle (e.g. ``exploration_ratio=0.8``). After each update ``state.sampling``
+    tells whether it was a sampling step.
+    """
+    _check_number("init_lr", init_lr, positive=True)
+    ratio = _concrete_float(exploration_ratio)
+    if ratio is None or not 0.0 <= ratio < 1.0:
+        raise ValueError(f"exploration_ratio must be in [0, 1), got {exploration_ratio!r}")
+    length = cycle_length(total_steps, num_cycles)
+    return _make(
+        cyclical_schedule(init_lr, length), noise=True, num_data=num_data,
+        temperature=temperature, weight_decay=weight_decay, weight_format=weight_format,
+        grad_format=grad_format, accumulator=accumulator, key=key,
+        sampling_fn=lambda count: is_sampling_step(count, length, ratio),
+        name="cyclical_sgld",
+    )
+
+
+def init_weights(params: Any, weight_format: Format, *, key: jax.Array) -> Any:
+    """The weights of the first forward pass: ``Q_W(θ₀)`` by stochastic rounding."""
+    if isinstance(weight_format, Full):
+        return params
+    return quantize_tree(params, weight_format, key=key, rounding="stochastic")
+
+
+def _find(state, field: str):
+    found = [
+        x for x in jax.tree_util.tree_leaves(
+            state, is_leaf=lambda x: isinstance(x, SGMCMCState))
+        if isinstance(x, SGMCMCState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"expected exactly one lpsampling sampler state inside state, found {len(found)}")
+    return getattr(found[0], field)
+
+
+def is_sampling(state: Any) -> jax.Array:
+    """Whether the most recent update of the lpsampling sampler inside ``state`` was a
+    sampling (noisy) step. Works through ``optax.chain``, ``inject_hyperparams``, etc."""
+    return _find(state, "sampling")
+
+
+def current_learning_rate(state: Any) -> jax.Array:
+    """The step size used by the most recent update of the sampler inside ``state``."""
+    return _find(state, "learning_rate")

@@ -1,0 +1,186 @@
+r"""The update rule: one pure function for SGD and SGLD in every precision mode.
+
+Units: ``η`` is the learning rate on the *mean* minibatch loss, whose gradient is ``g``;
+the Langevin noise variance per step is ``v = 2ηT/N`` (dataset size ``N``, temperature
+``T``); ``Q_W`` and ``Q_G`` are stochastic rounding onto the weight and gradient formats.
+With ``μ = θ − η·(Q_G(g) + wd·θ)`` (weight decay in full precision, after gradient
+quantization, as in the paper's code):
+
+===========================  ===================================================
+``accumulator="full"``        ``θ ← μ + sqrt(v)·ξ``; the model runs on ``Q_W(θ)``
+                              (SGLDLP-F; with ``FULL`` weights, plain SGLD)
+``accumulator="low"``         ``θ ← Q_W(μ + sqrt(v)·ξ)`` (naive SGLDLP-L)
+``accumulator="vc"``          ``θ ← Q_vc(μ, v)`` (VC SGLDLP-L)
+no noise (``v = None``)       the same rows without noise: SGD, SGDLP-F, SGDLP-L
+===========================  ===================================================
+
+Every face (optax, blackjax, parallel) calls :func:`update_position` and
+:func:`model_weights`; none re-implements any part of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lpsampling.formats import Format, Full, check_format
+from lpsampling.quantize import quantize_f32
+from lpsampling.vc import vc_quantize_f32
+
+__all__ = ["ACCUMULATORS", "Precision", "update_position", "model_weights", "all_finite"]
+
+ACCUMULATORS = ("full", "low", "vc")
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """Where the numbers of a sampler live: weight grid, gradient grid, accumulator kind."""
+
+    weight_format: Format
+    grad_format: Format
+    accumulator: str = "full"
+
+    def __post_init__(self):
+        check_format(self.weight_format, "weight_format")
+        check_format(self.grad_format, "grad_format")
+        if self.accumulator not in ACCUMULATORS:
+            raise ValueError(
+                f"accumulator must be one of {ACCUMULATORS}, got {self.accumulator!r}"
+            )
+        if self.accumulator in ("low", "vc") and isinstance(self.weight_format, Full):
+            raise ValueError(
+                f"accumulator={self.accumulator!r} keeps the weights on the weight grid, so it "
+                "needs a low-precision weight_format (got FULL); use accumulator='full'"
+            )
+
+    @property
+    def has_accumulator(self) -> bool:
+        """Whether a separate full-precision accumulator exists (SGLDLP-F with a grid)."""
+        return self.accumulator == "full" and not isinstance(self.weight_format, Full)
+
+    @property
+    def name(self) -> str:
+        if isinstance(self.weight_format, Full) and isinstance(self.grad_format, Full):
+            return "FP"
+        return {"full": "LP-F", "low": "LP-L", "vc": "VC LP-L"}[self.accumulator]
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True when every element of every leaf is finite."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _leaf_keys(key, n: int) -> list:
+    return list(jax.random.split(key, n)) if n else []
+
+
+def _check_same_structure(position, grads) -> None:
+    ps = jax.tree_util.tree_structure(position)
+    gs = jax.tree_util.tree_structure(grads)
+    if ps != gs:
+        raise ValueError(
+            f"grads must have the same pytree structure as params; params: {ps}, grads: {gs}"
+        )
+    for p, g in zip(jax.tree_util.tree_leaves(position), jax.tree_util.tree_leaves(grads)):
+        if jnp.shape(p) != jnp.shape(g):
+            raise ValueError(
+                f"grads must have the shapes of params; got a leaf of shape {jnp.shape(g)} "
+                f"for a param of shape {jnp.shape(p)}"
+            )
+
+
+def _update_leaf(key, theta, g, noise, *, learning_rate, noise_variance, weight_decay,
+                 precision: Precision):
+    """One leaf of the update rule, in float32; returns the new chain value (float32)."""
+    k_grad, k_noise, k_weight = jax.random.split(key, 3)
+    theta32 = theta.astype(jnp.float32)
+    g32 = g.astype(jnp.float32)
+    if not isinstance(precision.grad_format, Full):
+        g32 = quantize_f32(g32, precision.grad_format, "stochastic", k_grad)
+    if weight_decay is not None:
+        g32 = g32 + weight_decay * theta32
+    mu = theta32 - learning_rate * g32
+    if precision.accumulator == "vc":
+        if noise_variance is None:
+            return quantize_f32(mu, precision.weight_format, "stochastic", k_weight)
+        return vc_quantize_f32(mu, noise_variance, precision.weight_format, k_noise)
+    if noise_variance is not None:
+        if noise is None:
+            noise = jax.random.normal(k_noise, mu.shape, jnp.float32)
+        mu = mu + jnp.sqrt(noise_variance) * noise.astype(jnp.float32)
+    if precision.accumulator == "low":
+        return quantize_f32(mu, precision.weight_format, "stochastic", k_weight)
+    return mu
+
+
+def update_position(
+    key: jax.Array,
+    position: Any,
+    grads: Any,
+    *,
+    learning_rate: jax.Array | float,
+    noise_variance: jax.Array | float | None,
+    precision: Precision,
+    weight_decay: jax.Array | float | None = None,
+    noise: Any = None,
+) -> tuple[Any, jax.Array]:
+    """Advance the chain ``θ`` by one step of the update rule (see the module docstring).
+
+    Args:
+      key: PRNG key for this step (split per leaf and per use; only the random numbers the
+        mode needs are drawn).
+      position: the chain ``θ``: the full-precision accumulator for ``accumulator="full"``
+        (the weights themselves when the weight format is FULL), the low-precision weights
+        for ``"low"`` and ``"vc"``.
+      grads: gradient of the mean loss at the weights the model ran on (same structure).
+      learning_rate: ``η`` (scalar, may be traced).
+      noise_variance: ``v`` per step, ``2ηT/N`` for SGLD (may be traced, and 0);
+        ``None`` for SGD (no noise is drawn).
+      precision: formats and accumulator kind.
+      weight_decay: ``wd`` (Gaussian prior precision per datum); ``None`` for none.
+      noise: optional standard-normal pytree to use instead of per-leaf draws (the
+        blackjax face passes blackjax's own draw so both give the same trajectory).
+
+    Returns:
+      ``(new_position, finite)``: leaves keep the dtype of ``position``. When any
+      gradient is not finite the step is skipped (``new_position = position``) and
+      ``finite`` is False, so NaN/inf never enter the accumulator.
+    """
+    _check_same_structure(position, grads)
+    leaves, treedef = jax.tree_util.tree_flatten(position)
+    gleaves = jax.tree_util.tree_leaves(grads)
+    nleaves = [None] * len(leaves) if noise is None else jax.tree_util.tree_leaves(noise)
+    finite = all_finite(grads)
+    out = []
+    for k, theta, g, n in zip(_leaf_keys(key, len(leaves)), leaves, gleaves, nleaves):
+        new = _update_leaf(
+            k, theta, g, n,
+            learning_rate=learning_rate, noise_variance=noise_variance,
+            weight_decay=weight_decay, precision=precision,
+        )
+        out.append(jnp.where(finite, new.astype(theta.dtype), theta))
+    return jax.tree_util.tree_unflatten(treedef, out), finite
+
+
+def model_weights(key: jax.Array, position: Any, precision: Precision, like: Any = None) -> Any:
+    """The weights the model runs on: ``Q_W(θ)`` for SGLDLP-F, ``θ`` itself otherwise.
+
+    ``like`` (optional) is a pytree whose leaf dtypes the weights take (the user's params).
+    """
+    if not precision.has_accumulator:
+        return position if like is None else jax.tree.map(
+            lambda p, q: p.astype(q.dtype), position, like)
+    leaves, treedef = jax.tree_util.tree_flatten(position)
+    likes = leaves if like is None else jax.tree_util.tree_leaves(like)
+    out = [
+        quantize_f32(theta.astype(jnp.float32), precision.weight_format, "stochastic", k)
+        .astype(ref.dtype)
+        for k, theta, ref in zip(_leaf_keys(key, len(leaves)), leaves, likes)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, out)
