@@ -1,0 +1,45 @@
+"""Quantized Flax (Linen) layers and the paper's models.
+
+Activations and backpropagated errors are quantized by :class:`Quantize` layers placed as in
+the paper's networks; weights and gradients are quantized by the samplers, not here. Apply a
+quantized model with ``rngs={"quantize": key}`` (stochastic rounding); see
+:mod:`lpsampling.flax.models` for the rng collections and mutable state each model needs.
+"""
+
+from lpsampling.flax.layers import (
+    QUANTIZE_RNG,
+    QuantConfig,
+    Quantize,
+    QuantizeCall,
+    count_quantizers,
+    quantize_calls,
+)
+from lpsampling.flax.models import (
+    MLP,
+    MODELS,
+    BasicBlock,
+    LogisticRegression,
+    LSTMClassifier,
+    ResNet,
+    ResNet18,
+    SmallCNN,
+    create_model,
+)
+
+__all__ = [
+    "QUANTIZE_RNG",
+    "QuantConfig",
+    "Quantize",
+    "QuantizeCall",
+    "count_quantizers",
+    "quantize_calls",
+    "MLP",
+    "MODELS",
+    "BasicBlock",
+    "LogisticRegression",
+    "LSTMClassifier",
+    "ResNet",
+    "ResNet18",
+    "SmallCNN",
+    "create_model",
+]

@@ -1,0 +1,322 @@
+"""The paper's networks in Flax Linen, with activation/error quantizers where it puts them.
+
+Every model is a ``flax.linen`` module with fields ``num_classes`` and ``quant``
+(:class:`~lpsampling.flax.QuantConfig`, default: no quantization) and the call
+signature ``model(x, train)``; it returns logits of shape ``(batch, num_classes)``.
+
+RNG collections:
+
+* ``"params"`` for ``model.init``;
+* ``"quantize"`` for ``model.apply`` (and init) whenever ``quant.needs_rng``, i.e. when a
+  format is not ``FULL`` and rounding is stochastic. Quantization also runs at test time
+  (``train=False``), as in the paper's block-floating-point runs, so evaluation needs it too.
+* No model uses dropout: there is no ``"dropout"`` collection.
+
+Mutable state: :class:`ResNet` / :class:`ResNet18` keep BatchNorm running statistics
+(full precision) in ``"batch_stats"``; call ``model.apply(variables, x, train=True,
+mutable=["batch_stats"], rngs=...)`` when training. The other models are stateless.
+
+Weights are **not** quantized by these modules: the samplers quantize the parameters the
+model runs on (``weight_format``) and the gradients (``grad_format``). The models only
+quantize activations (forward) and errors (backward) through :class:`Quantize` layers.
+
+Initialisation follows PyTorch's defaults, as in the paper's released code: kernels and
+biases uniform in ``±1/sqrt(fan_in)``, BatchNorm scale 1 and bias 0, BatchNorm momentum
+0.1 in PyTorch's convention (``momentum=0.9`` here) and ``eps=1e-5``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lpsampling.flax.layers import QuantConfig
+
+__all__ = [
+    "MODELS",
+    "LogisticRegression",
+    "MLP",
+    "SmallCNN",
+    "BasicBlock",
+    "ResNet",
+    "ResNet18",
+    "LSTMClassifier",
+    "create_model",
+]
+
+# PyTorch's default for Linear/Conv weights: kaiming_uniform(a=sqrt(5)), i.e. U(±1/sqrt(fan_in)).
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
+    """PyTorch's default bias initialiser: ``U(±1/sqrt(fan_in))``."""
+    bound = 1.0 / float(fan_in) ** 0.5
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _dense(features: int, fan_in: int, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=torch_kernel_init,
+        bias_init=torch_bias_init(fan_in),
+        name=name,
+    )
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    return x.reshape((x.shape[0], -1))
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression: flatten, one dense layer.
+
+    There is no hidden activation, so nothing is quantized (``quant`` is accepted for a
+    uniform interface and ignored); weights are quantized by the sampler.
+    """
+
+    num_classes: int
+    quant: QuantConfig = QuantConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        del train
+        x = _flatten(x)
+        return _dense(self.num_classes, x.shape[-1], "classifier")(x)
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network: flatten, then per hidden layer
+    ``Dense -> Q -> relu -> Q``, then an unquantized output ``Dense``.
+
+    ``len(hidden) * 2`` quantizers.
+    """
+
+    num_classes: int
+    quant: QuantConfig = QuantConfig()
+    hidden: Sequence[int] = (100,)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        del train
+        x = _flatten(x)
+        for i, width in enumerate(self.hidden):
+            x = _dense(width, x.shape[-1], f"dense{i}")(x)
+            x = self.quant.layer(f"q_dense{i}")(x)
+            x = nn.relu(x)
+            x = self.quant.layer(f"q_relu{i}")(x)
+        return _dense(self.num_classes, x.shape[-1], "classifier")(x)
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional network for 28×28×1 (MNIST) or 8×8×1 (sklearn digits) images.
+
+    ``conv3x3(32) -> Q -> relu -> Q -> conv3x3(64) -> Q -> relu -> Q -> maxpool 2×2 ->
+    flatten -> Dense(128) -> Q -> relu -> Q -> Dense(num_classes)``: six quantizers, one
+    after each conv/dense layer and one after each activation; the classifier is
+    unquantized. Convolutions are unpadded (``VALID``), as in PyTorch's MNIST example, so
+    inputs need at least 6×6 pixels (any channel count). Input layout NHWC.
+    """
+
+    num_classes: int
+    quant: QuantConfig = QuantConfig()
+    channels: Sequence[int] = (32, 64)
+    dense: int = 128
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        del train
+        if x.ndim == 3:  # (batch, H, W): add the channel axis
+            x = x[..., None]
+        for i, ch in enumerate(self.channels):
+            fan_in = 9 * x.shape[-1]
+            x = nn.Conv(
+                ch,
+                (3, 3),
+                padding="VALID",
+                kernel_init=torch_kernel_init,
+                bias_init=torch_bias_init(fan_in),
+                name=f"conv{i}",
+            )(x)
+            x = self.quant.layer(f"q_conv{i}")(x)
+            x = nn.relu(x)
+            x = self.quant.layer(f"q_relu{i}")(x)
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = _flatten(x)
+        x = _dense(self.dense, x.shape[-1], "dense")(x)
+        x = self.quant.layer("q_dense")(x)
+        x = nn.relu(x)
+        x = self.quant.layer("q_relu_dense")(x)
+        return _dense(self.num_classes, x.shape[-1], "classifier")(x)
+
+
+def _conv(features: int, kernel: int, strides: int, name: str) -> nn.Conv:
+    """A bias-free convolution padded like PyTorch's (``padding = kernel // 2``, symmetric)."""
+    pad = kernel // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(strides, strides),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        kernel_init=torch_kernel_init,
+        name=name,
+    )
+
+
+def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
+    # PyTorch BatchNorm2d defaults: momentum 0.1 (0.9 in Flax's convention), eps 1e-5.
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+class BasicBlock(nn.Module):
+    """The ResNet basic block of the paper's ``resnet_low.py``.
+
+    ``conv1 -> Q -> BN -> relu -> Q -> conv2 -> Q -> BN``, plus the shortcut (identity,
+    or a 1×1 conv + BN when the shape changes), then ``add -> relu``. Three quantizers;
+    the shortcut and the block output are unquantized.
+    """
+
+    features: int
+    strides: int = 1
+    quant: QuantConfig = QuantConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        q = self.quant
+        y = _conv(self.features, 3, self.strides, "conv1")(x)
+        y = q.layer("q_conv1")(y)
+        y = nn.relu(_batch_norm(train, "bn1")(y))
+        y = q.layer("q_relu1")(y)
+        y = _conv(self.features, 3, 1, "conv2")(y)
+        y = q.layer("q_conv2")(y)
+        y = _batch_norm(train, "bn2")(y)
+        if self.strides != 1 or x.shape[-1] != self.features:
+            shortcut = _conv(self.features, 1, self.strides, "shortcut_conv")(x)
+            shortcut = _batch_norm(train, "shortcut_bn")(shortcut)
+        else:
+            shortcut = x
+        return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet with basic blocks, quantized as in the paper's released code.
+
+    Stem ``conv3x3(widths[0], stride 1) -> Q -> BN -> relu -> Q`` (no max-pool); stages of
+    :class:`BasicBlock` (``stage_sizes`` blocks of ``widths[i]`` channels, the first block
+    of stage ``i`` with stride ``strides[i]``); ``pool_size``×``pool_size`` average pool
+    (4×4 on the 4×4 final map of a 32×32 input); flatten; linear classifier. The pooling and
+    classifier are unquantized. Quantizers: ``2 + 3 * sum(stage_sizes)``.
+
+    The defaults are ResNet-18 (see :class:`ResNet18`). Input layout NHWC.
+    """
+
+    num_classes: int
+    quant: QuantConfig = QuantConfig()
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    widths: Sequence[int] = (64, 128, 256, 512)
+    strides: Sequence[int] = (1, 2, 2, 2)
+    pool_size: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        q = self.quant
+        x = _conv(self.widths[0], 3, 1, "conv1")(x)
+        x = q.layer("q_conv1")(x)
+        x = nn.relu(_batch_norm(train, "bn1")(x))
+        x = q.layer("q_relu1")(x)
+        for i, (blocks, width, stride) in enumerate(
+            zip(self.stage_sizes, self.widths, self.strides, strict=True)
+        ):
+            for j in range(blocks):
+                x = BasicBlock(
+                    width,
+                    stride if j == 0 else 1,
+                    q,
+                    name=f"layer{i + 1}_{j}",
+                )(x, train)
+        p = self.pool_size
+        x = nn.avg_pool(x, (p, p), strides=(p, p))
+        x = _flatten(x)
+        return _dense(self.num_classes, x.shape[-1], "classifier")(x)
+
+
+class ResNet18(ResNet):
+    """ResNet-18 for CIFAR exactly as in the paper: 3×3 stem with 64 channels, stride 1,
+    no max-pool; basic blocks ``[2, 2, 2, 2]`` of widths 64/128/256/512 with strides
+    1/2/2/2; 4×4 average pool; linear classifier. 11,173,962 parameters for 10 classes
+    (11,220,132 for 100), BatchNorm scale/bias included, running statistics not.
+
+    26 quantizers: 2 in the stem and 3 per block (after conv1, after bn1-relu, after
+    conv2), as in the released ``resnet_low.py``.
+    """
+
+
+class LSTMClassifier(nn.Module):
+    """Text classifier: ``Embed -> Q -> LSTM -> last hidden state -> Q -> Dense``.
+
+    Input: integer token ids of shape ``(batch, time)``. ``seq_lengths`` (optional, shape
+    ``(batch,)``) marks where each padded sequence ends; the LSTM's state at that step
+    is used. The recurrent cell itself runs in full precision (its weights are quantized
+    by the sampler).
+    """
+
+    num_classes: int
+    vocab_size: int
+    quant: QuantConfig = QuantConfig()
+    embed_dim: int = 64
+    hidden: int = 128
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, train: bool, seq_lengths: jax.Array | None = None
+    ) -> jax.Array:
+        del train
+        h = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(x)
+        h = self.quant.layer("q_embed")(h)
+        rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True, name="lstm")
+        (_, h_last), _ = rnn(h, seq_lengths=seq_lengths)
+        h_last = self.quant.layer("q_lstm")(h_last)
+        return _dense(self.num_classes, self.hidden, "classifier")(h_last)
+
+
+_REGISTRY: dict[str, type[nn.Module]] = {
+    "logreg": LogisticRegression,
+    "mlp": MLP,
+    "cnn": SmallCNN,
+    "resnet18": ResNet18,
+    "lstm": LSTMClassifier,
+}
+
+MODELS: tuple[str, ...] = tuple(_REGISTRY)
+"""The names :func:`create_model` accepts."""
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    quant: QuantConfig | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by name: ``"logreg" | "mlp" | "cnn" | "resnet18" | "lstm"``.
+
+    Args:
+      name: one of :data:`MODELS`.
+      num_classes: number of output logits.
+      quant: activation/error quantization (default: none).
+      **kwargs: further fields of the model class (e.g. ``hidden=(400, 400)`` for
+        ``"mlp"``; ``vocab_size=...`` is required for ``"lstm"``).
+    """
+    try:
+        cls = _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+    return cls(num_classes=num_classes, quant=quant or QuantConfig.full(), **kwargs)
+

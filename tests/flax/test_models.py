@@ -1,0 +1,371 @@
+"""Tests for lpsampling.flax.models: shapes, ResNet-18 size, quantizer placement, grids."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.errors
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lpsampling as lps
+from lpsampling.flax import (
+    MODELS,
+    QuantConfig,
+    Quantize,
+    ResNet,
+    ResNet18,
+    count_quantizers,
+    create_model,
+    quantize_calls,
+)
+
+FIXED = lps.FixedPoint(8, 6)
+BFP = lps.BlockFloatingPoint(8)
+QUANTS = {
+    "fixed": QuantConfig.uniform(FIXED),
+    "bfp": QuantConfig.uniform(BFP),
+}
+
+VOCAB = 50
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _on_grid(x: jax.Array, fmt) -> jax.Array:
+    return jnp.array_equal(lps.quantize(x, fmt, rounding="nearest"), x)
+
+
+def on_grid(x: jax.Array, fmt) -> bool:
+    """True when every element of ``x`` is a value of ``fmt``."""
+    return bool(_on_grid(x, fmt))
+
+
+def tiny_resnet(quant: QuantConfig | None = None) -> ResNet:
+    """The ResNet-18 code path (stem, identity and projection blocks, average pool) at a
+    size the CPU tests can afford: two stages of one block, 32×32 input."""
+    return ResNet(
+        3,
+        quant or QuantConfig.full(),
+        stage_sizes=(1, 1),
+        widths=(4, 8),
+        strides=(1, 2),
+        pool_size=16,
+    )
+
+
+# name -> (constructor(quant), input)
+CASES = {
+    "logreg": (lambda q: create_model("logreg", 3, q), jnp.ones((2, 28, 28))),
+    "mlp": (lambda q: create_model("mlp", 3, q, hidden=(16, 8)), jnp.ones((2, 20))),
+    "cnn8": (lambda q: create_model("cnn", 3, q), jnp.ones((2, 8, 8, 1))),
+    "cnn28": (lambda q: create_model("cnn", 3, q, dense=16), jnp.ones((2, 28, 28, 1))),
+    "resnet": (tiny_resnet, jnp.ones((2, 32, 32, 3))),
+    "lstm": (
+        lambda q: create_model("lstm", 3, q, vocab_size=VOCAB, embed_dim=8, hidden=12),
+        jnp.ones((2, 7), jnp.int32),
+    ),
+}
+EXPECTED_QUANTIZERS = {"logreg": 0, "mlp": 4, "cnn8": 6, "cnn28": 6, "resnet": 8, "lstm": 2}
+
+
+def _input(name: str, seed: int = 0) -> jax.Array:
+    x = CASES[name][1]
+    key = jax.random.key(seed)
+    if name == "lstm":
+        return jax.random.randint(key, x.shape, 0, VOCAB)
+    return jax.random.normal(key, x.shape)
+
+
+def _fast_key(seed: int) -> jax.Array:
+    """A key of the counter-based "unsafe_rbg" PRNG, which compiles much faster on CPU than
+    threefry; the layers and Flax accept any key implementation."""
+    return jax.random.key(seed, impl="unsafe_rbg")
+
+
+def _init(model: nn.Module, x: jax.Array):
+    # Quantize layers hold no variables: initialise the unquantized twin (cheaper on CPU).
+    full = model.clone(quant=QuantConfig.full())
+    return jax.jit(lambda key, x: full.init(key, x, False))(_fast_key(0), x)
+
+
+# --------------------------------------------------------------------------- ResNet-18
+
+
+@pytest.fixture(scope="module")
+def resnet18_variables():
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    # Abstract init: shapes only, nothing allocated or computed.
+    return jax.eval_shape(lambda x: ResNet18(10).init(jax.random.key(0), x, train=False), x)
+
+
+def test_resnet18_parameter_count(resnet18_variables):
+    params = resnet18_variables["params"]
+    assert sum(p.size for p in jax.tree.leaves(params)) == 11_173_962  # PyTorch's count
+    stats = resnet18_variables["batch_stats"]
+    # 20 BatchNorms (stem, 2 per block, 3 shortcuts), a mean and a variance per channel.
+    assert len(jax.tree.leaves(stats)) == 40
+    assert sum(s.size for s in jax.tree.leaves(stats)) == 9_600
+    assert params["conv1"]["kernel"].shape == (3, 3, 3, 64)
+    assert "bias" not in params["conv1"] and "bias" not in params["layer2_0"]["shortcut_conv"]
+    assert params["classifier"]["kernel"].shape == (512, 10)
+    assert "shortcut_conv" not in params["layer1_0"] and "shortcut_conv" in params["layer4_0"]
+
+
+def test_resnet18_100_classes_and_output_shape():
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    model = create_model("resnet18", 100, QuantConfig.uniform(BFP))
+    variables = jax.eval_shape(
+        lambda x: model.init({"params": jax.random.key(0)}, x, train=False), x
+    )
+    assert sum(p.size for p in jax.tree.leaves(variables["params"])) == 11_220_132
+    out = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=False, rngs={"quantize": jax.random.key(0)}),
+        variables,
+        x,
+    )
+    assert out.shape == (1, 100)
+
+
+def test_resnet18_quantizer_placement():
+    model = ResNet18(10, QuantConfig.uniform(BFP))
+    calls = quantize_calls(model, jnp.zeros((1, 32, 32, 3)), train=True)
+    expected = ["q_conv1", "q_relu1"]
+    shapes = [(1, 32, 32, 64)] * 2
+    for stage, (width, size) in enumerate(zip((64, 128, 256, 512), (32, 16, 8, 4), strict=True), 1):
+        for block in range(2):
+            expected += [f"layer{stage}_{block}/{q}" for q in ("q_conv1", "q_relu1", "q_conv2")]
+            shapes += [(1, size, size, width)] * 3
+    assert len(calls) == 2 + 3 * 8 == 26
+    assert [c.name for c in calls] == expected
+    assert [c.shape for c in calls] == shapes
+    # Nothing on the shortcut, the block outputs, the pooled features or the logits.
+    assert not any("shortcut" in c.name for c in calls)
+    assert calls[-1].name == "layer4_1/q_conv2"
+    assert all(len(c.shape) == 4 for c in calls)
+    assert all(c.forward_format == c.backward_format == BFP for c in calls)
+
+
+def test_resnet_block_count_formula():
+    model = ResNet(10, stage_sizes=(3, 4, 6, 3), widths=(2, 2, 2, 2))
+    assert count_quantizers(model, jnp.zeros((1, 32, 32, 3)), train=False) == 2 + 3 * 16
+
+
+# --------------------------------------------------------------------------- all models
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_quantizer_counts(name):
+    make, x = CASES[name]
+    assert count_quantizers(make(QUANTS["bfp"]), x, train=False) == EXPECTED_QUANTIZERS[name]
+
+
+# Per model: activations on one 8-bit format, errors on the other (both formats covered).
+MIXED = {
+    "logreg": QuantConfig(FIXED, BFP),
+    "mlp": QuantConfig(FIXED, BFP),
+    "cnn8": QuantConfig(BFP, FIXED),
+    "cnn28": QuantConfig(FIXED, BFP),
+    "resnet": QuantConfig(BFP, FIXED),
+    "lstm": QuantConfig(BFP, FIXED),
+}
+
+
+def _is_quantize_call(context) -> bool:
+    return isinstance(context.module, Quantize) and context.method_name == "__call__"
+
+
+def _forward_backward(model, variables, x, head, key):
+    """One jitted program: the logits, every Quantize output (forward) and the error every
+    Quantize layer passes upstream (gradients w.r.t. zero perturbations of its inputs)."""
+    shapes = [c.shape for c in quantize_calls(model, x, train=False)]
+
+    def loss(eps, variables, x, key):
+        queue, outs = list(eps), []
+
+        def interceptor(next_fun, args, kwargs, context):
+            if _is_quantize_call(context):
+                out = next_fun(args[0] + queue.pop(0), *args[1:], **kwargs)
+                outs.append(out)
+                return out
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            logits = model.apply(variables, x, False, rngs={"quantize": key})
+        return jnp.sum(logits * head), (logits, outs)
+
+    @jax.jit
+    def run(variables, x, key):
+        eps = [jnp.zeros(s) for s in shapes]
+        errors, (logits, outs) = jax.grad(loss, has_aux=True)(eps, variables, x, key)
+        return logits, outs, errors
+
+    logits, outs, errors = run(variables, x, key)
+    assert len(outs) == len(errors) == len(shapes)
+    return logits, outs, errors
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn8", "resnet", "lstm"])
+def test_forward_backward_under_jit(name):
+    """Activations on the activation grid and the errors passed upstream of each quantizer
+    on the error grid, inside one jitted program."""
+    make, _ = CASES[name]
+    quant = MIXED[name]
+    model = make(quant)
+    x = _input(name)
+    variables = _init(model, x)
+    head = jax.random.normal(jax.random.key(9), (2, 3))
+    logits, outs, errors = _forward_backward(model, variables, x, head, _fast_key(4))
+    assert logits.shape == (2, 3) and bool(jnp.all(jnp.isfinite(logits)))
+    for out in outs:
+        assert on_grid(out, quant.activation_format)
+    for g in errors:
+        assert on_grid(g, quant.error_format)
+    assert any(bool(jnp.any(o != 0)) for o in outs)
+    assert any(bool(jnp.any(g != 0)) for g in errors)
+
+
+def test_errors_off_grid_without_error_quantization():
+    """The grid check above is not vacuous: with FULL errors they are off the grid."""
+    make, _ = CASES["mlp"]
+    x = _input("mlp")
+    model = make(QuantConfig(FIXED, lps.FULL))
+    variables = _init(model, x)
+    head = jax.random.normal(jax.random.key(9), (2, 3))
+    _, outs, errors = _forward_backward(model, variables, x, head, _fast_key(4))
+    assert all(on_grid(o, FIXED) for o in outs)
+    assert not any(on_grid(g, BFP) or on_grid(g, FIXED) for g in errors)
+
+
+def test_activations_captured_with_capture_intermediates():
+    model = CASES["cnn8"][0](QUANTS["fixed"])
+    x = _input("cnn8")
+    variables = _init(model, x)
+    capture = jax.jit(
+        lambda v, x, key: model.apply(
+            v,
+            x,
+            False,
+            rngs={"quantize": key},
+            capture_intermediates=lambda mdl, method: isinstance(mdl, Quantize),
+            mutable=["intermediates"],
+        )
+    )
+    _, state = capture(variables, x, _fast_key(3))
+    outs = jax.tree.leaves(state["intermediates"])
+    assert len(outs) == 6
+    assert all(on_grid(o, FIXED) for o in outs)
+
+
+def _bypass_quantizers(next_fun, args, kwargs, context):
+    if isinstance(context.module, Quantize):
+        return args[0]
+    return next_fun(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn8", "resnet", "lstm"])
+def test_full_config_needs_no_rng_and_is_unquantized(name):
+    make, _ = CASES[name]
+    model = make(QuantConfig.full())
+    x = _input(name)
+    variables = _init(model, x)
+
+    @jax.jit
+    def both(variables, x):
+        out = model.apply(variables, x, False)  # no "quantize" rng
+        with nn.intercept_methods(_bypass_quantizers):
+            plain = model.apply(variables, x, False)
+        return out, plain
+
+    out, plain = both(variables, x)
+    np.testing.assert_array_equal(out, plain)
+
+
+def test_mlp_full_matches_hand_computation():
+    model = create_model("mlp", 3, hidden=(16, 8))
+    x = _input("mlp")
+    params = _init(model, x)["params"]
+    h = x
+    for i in range(2):
+        h = jax.nn.relu(h @ params[f"dense{i}"]["kernel"] + params[f"dense{i}"]["bias"])
+    ref = h @ params["classifier"]["kernel"] + params["classifier"]["bias"]
+    np.testing.assert_allclose(model.apply({"params": params}, x, False), ref, rtol=1e-6)
+
+
+def test_pytorch_default_initialisation():
+    model = create_model("mlp", 3, hidden=(16, 8))
+    params = _init(model, _input("mlp"))["params"]
+    for layer, fan_in in (("dense0", 20), ("dense1", 16), ("classifier", 8)):
+        bound = fan_in**-0.5
+        for leaf in params[layer].values():
+            assert float(jnp.max(jnp.abs(leaf))) <= bound
+            assert float(jnp.max(jnp.abs(leaf))) > 0.5 * bound  # uniform, not zeros
+
+
+def test_quantized_model_needs_rng_unless_nearest():
+    make, _ = CASES["mlp"]
+    x = _input("mlp")
+    variables = _init(make(QUANTS["fixed"]), x)
+    with pytest.raises(flax.errors.InvalidRngError, match="quantize"):
+        make(QUANTS["fixed"]).apply(variables, x, False)
+    nearest = make(QuantConfig.uniform(FIXED, rounding="nearest"))
+    a = nearest.apply(variables, x, False)
+    np.testing.assert_array_equal(a, nearest.apply(variables, x, False))
+
+
+def test_quantize_rng_drives_the_rounding():
+    model = CASES["mlp"][0](QUANTS["bfp"])
+    x = _input("mlp")
+    variables = _init(model, x)
+    f = jax.jit(lambda k: model.apply(variables, x, False, rngs={"quantize": k}))
+    a, b, c = f(_fast_key(0)), f(_fast_key(0)), f(_fast_key(1))
+    np.testing.assert_array_equal(a, b)
+    assert not bool(jnp.array_equal(a, c))
+
+
+def test_resnet_batchnorm_train_and_eval():
+    model = tiny_resnet()
+    x = _input("resnet")
+    variables = _init(model, x)
+
+    @jax.jit
+    def run(variables, x):
+        _, state = model.apply(variables, 3.0 + x, True, mutable=["batch_stats"])
+        # Eval mode uses running statistics: each example's output ignores the rest.
+        return state, model.apply(variables, x, False), model.apply(variables, x[:1], False)
+
+    state, full, first = run(variables, x)
+    old, new = variables["batch_stats"], state["batch_stats"]
+    assert not bool(jnp.array_equal(old["bn1"]["mean"], new["bn1"]["mean"]))
+    assert jax.tree.structure(old) == jax.tree.structure(new)
+    np.testing.assert_allclose(first, full[:1], rtol=1e-5)
+
+
+def test_lstm_seq_lengths():
+    model = CASES["lstm"][0](QuantConfig.full())
+    x = _input("lstm")
+    variables = _init(model, x)
+    lengths = jnp.array([4, 7])
+    padded = x.at[0, 4:].set(0)
+
+    @jax.jit
+    def run(variables, x, padded):
+        return (
+            model.apply(variables, x, False, seq_lengths=lengths),
+            model.apply(variables, padded, False, seq_lengths=lengths),
+            model.apply(variables, x[:1, :4], False),
+        )
+
+    a, b, short = run(variables, x, padded)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(a[0], short[0], rtol=1e-5)
+
+
+def test_create_model_names():
+    assert MODELS == ("logreg", "mlp", "cnn", "resnet18", "lstm")
+    assert isinstance(create_model("resnet18", 10), ResNet18)
+    assert create_model("mlp", 5).quant == QuantConfig.full()
+    with pytest.raises(ValueError, match="logreg, mlp, cnn, resnet18, lstm"):
+        create_model("resnet50", 10)
