@@ -17,7 +17,6 @@ each class.
 from __future__ import annotations
 
 import dataclasses
-from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +37,9 @@ _F32_MANT_BITS = 23
 _F32_EXP_BIAS = 127
 _F32_MIN_NORMAL_EXP = -126
 _F32_MAX = float(np.finfo(np.float32).max)
+# Gap exponent meaning "this element has no grid" (all-zero block, or a float gap below
+# float32's normal range). Far outside every reachable gap exponent (at least -149 - 32).
+NO_GRID = -(2**20)
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> int:
@@ -138,6 +140,11 @@ class BlockFloatingPoint:
             raise ValueError(f"axis must be an int or None, got {self.axis!r}")
         if self.block_size is not None:
             _check_int("block_size", self.block_size, 1, 2**31 - 1)
+            if self.axis not in (0, None):
+                raise ValueError(
+                    f"axis is ignored with block_size (blocks run along the last axis): leave "
+                    f"it at 0 or None, got axis={self.axis!r}"
+                )
 
     @property
     def bits(self) -> int:
@@ -187,8 +194,9 @@ class FloatingPoint:
 
     @property
     def max_value(self) -> float:
-        if self.exp >= 8:
-            return _F32_MAX
+        """The largest finite value; for ``exp = 8`` float32's top binade, ``man`` bits."""
+        if self.exp >= 8:  # the largest finite float32 with `man` mantissa bits
+            return 2.0**127 * (2.0 - 2.0 ** (-self.man))
         return 2.0**self.max_exp * (2.0 - 2.0 ** (-self.man))
 
     @property
@@ -213,7 +221,7 @@ class Full:
 
 FULL = Full()
 
-Format = Union[FixedPoint, BlockFloatingPoint, FloatingPoint, Full]
+Format = FixedPoint | BlockFloatingPoint | FloatingPoint | Full
 
 
 def check_format(fmt, name: str = "fmt") -> Format:
@@ -255,30 +263,42 @@ def float_exponent(x: jax.Array) -> jax.Array:
     return ((bits >> _F32_MANT_BITS) & 0xFF) - _F32_EXP_BIAS
 
 
-def _block_max(a: jax.Array, fmt: BlockFloatingPoint) -> jax.Array:
-    """Maximum of ``a`` (non-negative) per block, broadcastable against ``a``."""
-    if a.ndim == 0:
-        return a
+def _block_layout(shape: tuple[int, ...], fmt: BlockFloatingPoint):
+    """``(view, axes)``: reshape a tensor to ``view`` and reduce over ``axes`` (keepdims) to
+    get one entry per block; ``view`` is None when no reshape is needed."""
+    if len(shape) == 0:
+        return None, ()
     if fmt.block_size is not None:
-        n = a.shape[-1]
+        n = shape[-1]
         b = fmt.block_size
         if n % b:
             raise ValueError(
                 f"block_size={b} must divide the last axis of the tensor, whose length is {n}"
             )
-        blocks = a.reshape(a.shape[:-1] + (n // b, b))
-        m = jnp.max(blocks, axis=-1, keepdims=True)
-        return jnp.broadcast_to(m, blocks.shape).reshape(a.shape)
+        return shape[:-1] + (n // b, b), (len(shape),)
     if fmt.axis is None:
-        return jnp.max(a, keepdims=True)
+        return None, tuple(range(len(shape)))
     axis = fmt.axis
-    if not -a.ndim <= axis < a.ndim:
+    if not -len(shape) <= axis < len(shape):
         raise ValueError(
-            f"axis={axis} is out of range for a tensor of {a.ndim} dimensions, shape {a.shape}"
+            f"axis={axis} is out of range for a tensor of {len(shape)} dimensions, shape {shape}"
         )
-    axis %= a.ndim
-    other = tuple(i for i in range(a.ndim) if i != axis)
-    return jnp.max(a, axis=other, keepdims=True) if other else a
+    axis %= len(shape)
+    return None, tuple(i for i in range(len(shape)) if i != axis)
+
+
+def _block_reduce_max(a: jax.Array, fmt: BlockFloatingPoint) -> jax.Array:
+    """Maximum of ``a`` per block, one entry per block (in the layout's kept dimensions)."""
+    view, axes = _block_layout(a.shape, fmt)
+    if view is not None:
+        a = a.reshape(view)
+    return jnp.max(a, axis=axes, keepdims=True) if axes else a
+
+
+def _block_expand(m: jax.Array, shape: tuple[int, ...], fmt: BlockFloatingPoint) -> jax.Array:
+    """Per-block values ``m`` (from :func:`_block_reduce_max`) made broadcastable to ``shape``."""
+    view, _ = _block_layout(shape, fmt)
+    return m if view is None else jnp.broadcast_to(m, view).reshape(shape)
 
 
 def block_exponent(x: jax.Array, fmt: BlockFloatingPoint) -> jax.Array:
@@ -288,27 +308,40 @@ def block_exponent(x: jax.Array, fmt: BlockFloatingPoint) -> jax.Array:
     NaN is ignored and ±inf counts as float32 max.
     """
     x = jnp.asarray(x, jnp.float32)
-    a = jnp.where(jnp.isnan(x), 0.0, jnp.minimum(jnp.abs(x), _F32_MAX))
-    return float_exponent(_block_max(a, fmt))
+
+    # Speed: XLA on CPU reduces max(|x|) straight from the input, but materializes a masked
+    # copy first if NaN is masked inside the reduction, and its fast reductions do not
+    # propagate NaN reliably (a block max may silently skip values next to a NaN). So reduce
+    # |x| directly, and take the NaN-masking path only when the tensor holds a NaN, detected
+    # by a sum (NaN always propagates through +; an overflow to inf - inf only costs speed).
+    def fast():
+        return _block_reduce_max(jnp.abs(x), fmt)
+
+    def masked():
+        return _block_reduce_max(jnp.where(jnp.isnan(x), 0.0, jnp.abs(x)), fmt)
+
+    m = jax.lax.cond(jnp.isnan(jnp.sum(x)), masked, fast)
+    m = jnp.minimum(m, _F32_MAX)  # ±inf count as float32 max
+    return _block_expand(float_exponent(m), x.shape, fmt)
 
 
 def grid_exponent(x: jax.Array, fmt: Format) -> jax.Array:
     """The integer ``k`` such that the local grid around each element is multiples of 2**k.
 
     ``x`` is float32. The result broadcasts against ``x``. Where the format has no gap
-    (an all-zero block, or a float gap below float32's normal range) the result is -127:
-    ``pow2(-127)`` is then 0, which the quantizers treat as "no grid".
+    (an all-zero block, or a float gap below float32's normal range) the result is
+    :data:`NO_GRID`, which the quantizers treat as "no grid".
     """
     if isinstance(fmt, FixedPoint):
         return jnp.asarray(-fmt.fl, jnp.int32)
     if isinstance(fmt, BlockFloatingPoint):
         e = block_exponent(x, fmt)
-        return jnp.where(e < _F32_MIN_NORMAL_EXP, -127, e + 2 - fmt.wl)
+        return jnp.where(e < _F32_MIN_NORMAL_EXP, NO_GRID, e + 2 - fmt.wl)
     if isinstance(fmt, FloatingPoint):
         e = jnp.maximum(float_exponent(x), fmt.min_exp)
         e = jnp.minimum(e, min(fmt.max_exp, 127))  # inf/NaN: the top binade's gap
         k = e - fmt.man
-        return jnp.where(k < _F32_MIN_NORMAL_EXP, -127, k)
+        return jnp.where(k < _F32_MIN_NORMAL_EXP, NO_GRID, k)
     raise TypeError(f"format {fmt!r} has no grid")
 
 
@@ -318,7 +351,7 @@ def grid_bounds(k: jax.Array, fmt: Format) -> tuple[jax.Array, jax.Array]:
         return (jnp.float32(fmt.min_value), jnp.float32(fmt.max_value))
     if isinstance(fmt, BlockFloatingPoint):
         hi = scale_pow2(jnp.float32(fmt.max_code), k)
-        hi = jnp.where(k == -127, 0.0, hi)
+        hi = jnp.where(k == NO_GRID, 0.0, hi)
         return -hi, hi
     if isinstance(fmt, FloatingPoint):
         m = jnp.float32(fmt.max_value) if fmt.exp < 8 else jnp.float32(jnp.inf)
@@ -335,8 +368,23 @@ def grid_gap(x: jax.Array, fmt: Format) -> jax.Array:
     """
     if isinstance(fmt, Full):
         return jnp.zeros((), jnp.float32)
-    k = grid_exponent(jnp.asarray(x, jnp.float32), fmt)
-    return jnp.where(k == -127, 0.0, pow2(jnp.maximum(k, -126)))
+    x = jnp.asarray(x, jnp.float32)
+    if isinstance(fmt, FloatingPoint):
+        # the exact exponent, also where the gap is a float32 subnormal (exp = 8)
+        e = jnp.clip(float_exponent(x), fmt.min_exp, min(fmt.max_exp, 127))
+        return _pow2_or_subnormal(e - fmt.man)
+    k = grid_exponent(x, fmt)
+    if isinstance(fmt, BlockFloatingPoint):
+        return jnp.where(k == NO_GRID, 0.0, _pow2_or_subnormal(k))
+    return pow2(k)
+
+
+def _pow2_or_subnormal(k: jax.Array) -> jax.Array:
+    """``2.0**k`` built from bits, a float32 subnormal for k in [-149, -127], 0 below."""
+    k = jnp.asarray(k, jnp.int32)
+    sub = jax.lax.bitcast_convert_type(
+        jnp.left_shift(jnp.int32(1), jnp.clip(k + 149, 0, 22)), jnp.float32)
+    return jnp.where(k >= -126, pow2(jnp.maximum(k, -126)), jnp.where(k >= -149, sub, 0.0))
 
 
 def storage_bits(fmt: Format) -> int:

@@ -31,14 +31,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lpsampling.formats import (
+    FixedPoint,
     FloatingPoint,
     Format,
     Full,
     check_format,
     grid_bounds,
     grid_exponent,
+    pow2,
     scale_pow2,
 )
 
@@ -107,13 +110,24 @@ def quantize_f32(x: jax.Array, fmt: Format, rounding: str, key) -> jax.Array:
         return x
     if isinstance(fmt, FloatingPoint) and fmt.exp >= 8:
         return _quantize_float_bits(x, fmt, rounding, key)
+    if isinstance(fmt, FixedPoint):
+        # one exact, normal power of two each way (fl is in [-100, 126])
+        r = round_scaled(x * np.float32(2.0**fmt.fl), rounding, key)
+        out = r * np.float32(2.0**-fmt.fl)
+        if fmt.clamp:
+            out = jnp.clip(out, np.float32(fmt.min_value), np.float32(fmt.max_value))
+        return out
     k = grid_exponent(x, fmt)
-    r = round_scaled(scale_pow2(x, -k), rounding, key)
-    out = scale_pow2(r, k)
-    if getattr(fmt, "clamp", True):
-        lo, hi = grid_bounds(k, fmt)
-        out = jnp.clip(out, lo, hi)
-    return out
+    if isinstance(fmt, FloatingPoint):
+        # exp <= 7: |k| <= 62 + 23, so 2**-k and 2**k are single normal powers of two
+        r = round_scaled(x * pow2(-k), rounding, key)
+        out = r * pow2(k)
+    else:
+        # block floating point: -k = wl - 2 - e may exceed 127 for tiny blocks, so two factors
+        r = round_scaled(scale_pow2(x, -k), rounding, key)
+        out = scale_pow2(r, k)
+    lo, hi = grid_bounds(k, fmt)
+    return jnp.clip(out, lo, hi)
 
 
 _straight_through = jax.custom_jvp(
@@ -181,7 +195,7 @@ def quantize_tree(
         keys = list(jax.random.split(key, len(leaves)))
     else:
         keys = [key] * len(leaves)
-    out = [quantize(x, fmt, key=k, rounding=rounding) for x, k in zip(leaves, keys)]
+    out = [quantize(x, fmt, key=k, rounding=rounding) for x, k in zip(leaves, keys, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from lpsampling.formats import (
+    NO_GRID,
     FixedPoint,
     Format,
     Full,
@@ -87,7 +88,7 @@ def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> j
     if isinstance(fmt, Full):
         return mean + jnp.sqrt(variance) * xi
     k = grid_exponent(mean, fmt)
-    has_grid = k != -127
+    has_grid = k != NO_GRID
     kk = jnp.where(has_grid, k, 0)
     m = scale_pow2(mean, -kk)
     vu = scale_pow2(scale_pow2(variance, -kk), -kk)
@@ -106,7 +107,7 @@ def vc_quantize(
     variance: jax.Array | float,
     fmt: Format,
     *,
-    key: jax.Array,
+    key: jax.Array | None = None,
 ) -> jax.Array:
     """Variance-corrected quantization: a grid value with mean ``mean`` and variance ``variance``.
 
@@ -115,7 +116,7 @@ def vc_quantize(
       variance: target variance ``v ≥ 0`` (scalar or broadcastable to ``mean``), in the
         squared units of ``mean``; for SGLD it is the Langevin noise variance ``2ηT/N``.
       fmt: the number format of the output.
-      key: a JAX PRNG key (typed or raw).
+      key: a JAX PRNG key (typed or raw); required (omitting it raises ValueError).
 
     Returns:
       An array like ``mean`` on the format's grid with ``E = μ`` and ``Var = max(v, v_s)``
@@ -126,7 +127,11 @@ def vc_quantize(
     if key is None:
         raise ValueError("vc_quantize needs a PRNG key: pass key=jax.random.key(seed)")
     variance = jnp.asarray(variance, jnp.float32)
-    if variance.ndim and jnp.broadcast_shapes(variance.shape, mean.shape) != mean.shape:
+    try:
+        ok = jnp.broadcast_shapes(variance.shape, mean.shape) == mean.shape
+    except ValueError:
+        ok = False
+    if not ok:
         raise ValueError(
             f"variance of shape {variance.shape} does not broadcast to mean's shape {mean.shape}"
         )

@@ -1,0 +1,257 @@
+"""Tests for lpsampling.vc: the variance-corrected quantizer Q_vc.
+
+Monte-Carlo tolerances (n draws per element, all keys fixed):
+* mean: |m̂ - μ| <= 5 sd with sd = sqrt(target variance / n);
+* variance: |ŝ² - target| <= 5 se + 25 target/n with se = sqrt((m̂4 - ŝ⁴) / n), the
+  first-order standard error of a sample variance estimated from the sample's own fourth
+  central moment (valid for the discrete, non-Gaussian output distributions here; for a
+  Gaussian it is sqrt(2/n)·v). The second term, (5 sd of the mean)², covers the second-order
+  part, which dominates where the first order vanishes (a fair two-point distribution).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+import lpsampling as lps
+from lpsampling.vc import vc_quantize
+
+Z = 5.0
+N = 20000  # draws per element
+
+
+VC = jax.jit(vc_quantize, static_argnames="fmt")
+QN = jax.jit(lambda x, fmt: lps.quantize(x, fmt, rounding="nearest"), static_argnums=1)
+
+
+def vc_draws(mean, variance, fmt, n=N, seed=0):
+    """n independent draws of vc_quantize(mean, variance) as float64, shape (n, *mean.shape)."""
+    keys = jax.random.split(jax.random.key(seed), n)
+    f = jax.jit(jax.vmap(lambda k: vc_quantize(mean, variance, fmt, key=k)))
+    return np.asarray(f(keys)).astype(np.float64)
+
+
+def renearest(out, fmt):
+    """Nearest rounding of every draw on its own (blocks are per draw)."""
+    f = jax.jit(jax.vmap(lambda o: lps.quantize(o, fmt, rounding="nearest")))
+    return np.asarray(f(jnp.asarray(out, jnp.float32))).astype(np.float64)
+
+
+def check_moments(out, mu, target, what=""):
+    n = out.shape[0]
+    mean, var = out.mean(0), out.var(0, ddof=1)
+    m4 = np.mean((out - mean) ** 4, axis=0)
+    se = np.sqrt(np.maximum(m4 - var**2, 0.0) / n)
+    sd_mean = np.sqrt(target / n)
+    assert np.all(np.abs(mean - mu) <= Z * sd_mean + 1e-12), (what, mean - mu, sd_mean)
+    tol = Z * se + Z**2 * target / n + 1e-12
+    assert np.all(np.abs(var - target) <= tol), (what, var, target, tol)
+
+
+# ----------------------------------------------------------------------------------------
+# Moments in every branch. Means sit at fractional positions a of a gap Δ inside one binade
+# / block range, far enough from its edges that no re-rounding occurs.
+
+A = np.array([0.0, 0.1, 0.3, 0.5, 0.9])
+# (v in units of Δ², label): v > v0 = Δ²/4; v0 > v > v_s; v < v_s; v = 0
+V_UNITS = [(1.0, "v > v0"), (0.3, "v slightly > v0"), (0.2, "v < v0"), (0.05, "v < v0"),
+           (0.0, "v = 0")]
+
+
+def branch_case(gap, base):
+    """Float32 means base + aΔ for every a × v (base on the grid); float64 (mu, v, target)."""
+    mu = np.asarray(np.float32(base + np.tile(A, len(V_UNITS)) * gap), np.float64)
+    a = mu - base  # the exact fractional position of the float32 mean
+    vu = np.repeat([v for v, _ in V_UNITS], len(A))
+    v = vu * gap**2
+    vs = a * (gap - a)  # variance of plain stochastic rounding
+    target = np.where(vu > 0.25, v, np.maximum(v, vs))
+    return mu, v, target
+
+
+@pytest.mark.parametrize(
+    "fmt, gap",
+    [(lps.FixedPoint(8, 3), 2.0**-3), (lps.BlockFloatingPoint(8), 2.0**-6),
+     (lps.FloatingPoint(4, 3), 2.0**-3), (lps.FloatingPoint(8, 7), 2.0**-7)],
+    ids=repr,
+)
+def test_moments_in_every_branch(fmt, gap):
+    # base 1 + 3Δ: binade [1, 2) for floats, block exponent 0 for BFP (1-D: one block per
+    # element), on the grid of FixedPoint(8, 3); 1 + 4Δ + 5 sd stays below 2 - Δ/2
+    base = 1.0 + 3 * gap
+    mu, v, target = branch_case(gap, base)
+    out = vc_draws(jnp.asarray(mu, jnp.float32), jnp.asarray(v, jnp.float32), fmt, seed=1)
+    assert np.all(np.isfinite(out))  # the paper's code NaNs in the v < v0 branch for BFP
+    np.testing.assert_array_equal(renearest(out[:50], fmt), out[:50])
+    check_moments(out, mu, target, repr(fmt))
+    # v = 0 on the grid is exact
+    exact = (v == 0) & (mu == base)
+    assert exact.any() and np.all(out[:, exact] == mu[exact])
+
+
+def test_moments_bfp_shared_blocks():
+    """BlockFloatingPoint(8, axis=0) on 2-D means: Δ is the row's (block's), not the element's."""
+    fmt = lps.BlockFloatingPoint(8, axis=0)
+    rows = []
+    for e, sign in [(0, 1.0), (-2, -1.0)]:
+        gap = 2.0 ** (e + 2 - 8)
+        mu, v, target = branch_case(gap, 13 * gap)  # small values on the block's coarse grid
+        # the block maximum: ±1.5·2^e (a grid point) with v = 0, so the exponent never changes
+        rows.append((np.concatenate([[sign * 1.5 * 2.0**e], mu]),
+                     np.concatenate([[0.0], v]), np.concatenate([[0.0], target])))
+    mu, v, target = (np.stack([r[i] for r in rows]) for i in range(3))
+    out = vc_draws(jnp.asarray(mu, jnp.float32), jnp.asarray(v, jnp.float32), fmt, seed=2)
+    np.testing.assert_array_equal(renearest(out[:50], fmt), out[:50])
+    check_moments(out, mu, target, "bfp rows")
+
+
+# ----------------------------------------------------------------------------------------
+# Staying on the format at block-range / binade edges and at saturation.
+
+
+@pytest.mark.parametrize(
+    "fmt, mu, v_units, gap",
+    [
+        # mean just below 2^(e+1) with a large variance: draws cross into the next binade /
+        # block exponent, where the grid is twice as coarse
+        (lps.BlockFloatingPoint(8), [1.99, -1.99, 1.0 - 2.0**-20], 100.0, 2.0**-6),
+        (lps.BlockFloatingPoint(8, axis=None), [[1.99, 0.3], [-0.7, 1.2]], 100.0, 2.0**-6),
+        (lps.BlockFloatingPoint(8, axis=0), [[1.99, 0.3], [-0.7, 1.2]], 100.0, 2.0**-6),
+        (lps.FloatingPoint(4, 3), [1.99, -1.99, 0.99], 16.0, 2.0**-3),
+        (lps.FloatingPoint(8, 7), [1.99, -1.99, 0.99], 16.0, 2.0**-7),
+        (lps.FloatingPoint(4, 3), [2.0**-7, -(2.0**-6)], 16.0, 2.0**-9),  # subnormals
+    ],
+    ids=repr,
+)
+def test_edges_stay_on_grid_and_keep_the_mean(fmt, mu, v_units, gap):
+    mu32 = jnp.asarray(mu, jnp.float32)
+    v = v_units * gap**2
+    out = vc_draws(mu32, jnp.float32(v), fmt, seed=3)
+    np.testing.assert_array_equal(renearest(out, fmt), out)
+    # the mean stays exact; the variance is v plus at most the re-rounding's Δ'²/4 on the
+    # coarser grid, with Δ' <= 2Δ here (the draws stay within the next binade / block
+    # exponent up, except with negligible probability), so in
+    # [v, v + Δ²]; sd of the mean <= sqrt((v + Δ²)/n), se of the variance from the 4th moment
+    n = out.shape[0]
+    mean, var = out.mean(0), out.var(0, ddof=1)
+    assert np.all(np.abs(mean - np.asarray(mu32, np.float64)) <= Z * np.sqrt((v + gap**2) / n))
+    se = np.sqrt((np.mean((out - mean) ** 4, axis=0) - var**2) / n)
+    assert np.all(var >= v - Z * se) and np.all(var <= v + gap**2 + Z * se), (var / v, se / v)
+
+
+def test_edges_saturation_stays_on_grid():
+    cases = [
+        (lps.FixedPoint(8, 3), jnp.array([15.8, -15.95, 0.0]), 1.0),  # range [-16, 15.875]
+        (lps.FloatingPoint(4, 3), jnp.array([470.0, -479.0, 1.0]), 400.0),  # max 480
+        (lps.FloatingPoint(3, 2), jnp.array([27.0, -27.0]), 9.0),  # max 28
+        (lps.BlockFloatingPoint(8), jnp.array([127.9 * 2.0**-6]), 2.0**-12),  # top half step
+    ]
+    keys = jax.random.split(jax.random.key(4), 2000)
+    outs = jax.jit(jax.vmap(lambda k: [vc_quantize(m, v, f, key=k) for f, m, v in cases]))(keys)
+    for (fmt, _, _), out in zip(cases, outs, strict=True):
+        out = np.asarray(out, np.float64)
+        np.testing.assert_array_equal(renearest(out, fmt), out, err_msg=repr(fmt))
+        if isinstance(fmt, lps.FixedPoint):
+            assert out.min() >= fmt.min_value and out.max() <= fmt.max_value
+            assert out.max() == fmt.max_value and out.min() == fmt.min_value  # reached
+        elif isinstance(fmt, lps.FloatingPoint):
+            assert np.abs(out).max() == fmt.max_value
+
+
+def test_all_zero_block_with_variance():
+    """A block whose mean is all zero has no gap: the output is μ + sqrt(v)ξ rounded onto the
+    format, so its mean is 0 and its variance v plus that rounding's variance (<= Δ'²/4)."""
+    v = 0.01
+    mu = jnp.zeros((3, 8)).at[0].set(jnp.linspace(-1, 1, 8)).at[2].set(0.5)
+    for fmt in [lps.BlockFloatingPoint(8, axis=0), lps.BlockFloatingPoint(8, axis=None)]:
+        m = mu if fmt.axis == 0 else jnp.zeros((3, 8))
+        out = vc_draws(m, jnp.float32(v), fmt, n=N // 4, seed=5)
+        np.testing.assert_array_equal(renearest(out[:50], fmt), out[:50])
+        zero = out[:, 1] if fmt.axis == 0 else out.reshape(out.shape[0], -1)
+        # Δ' of the drawn block: max |x| ~ 4 sd = 0.4, so Δ' <= 2^(-2+2-8) and Δ'²/4 <= 4e-6
+        extra = (2.0**-8) ** 2 / 4
+        n = zero.shape[0]
+        assert np.all(np.abs(zero.mean(0)) <= Z * np.sqrt((v + extra) / n))
+        var = zero.var(0, ddof=1)
+        # Gaussian-like: se <= sqrt(2/n)·(v + extra)
+        assert np.all(np.abs(var - v) <= Z * np.sqrt(2 / n) * (v + extra) + extra), var
+        assert np.any(zero != 0)
+    # 1-D (one block per element): zero elements alike
+    out = vc_draws(jnp.zeros(4), jnp.float32(v), lps.BlockFloatingPoint(8), n=N // 4, seed=6)
+    np.testing.assert_array_equal(renearest(out, lps.BlockFloatingPoint(8)), out)
+    assert np.all(np.abs(out.mean(0)) <= Z * np.sqrt(v / out.shape[0]) * 1.01)
+
+
+def test_full_is_mean_plus_gaussian_noise():
+    mu = jnp.linspace(-2.0, 2.0, 4)
+    keys = jax.random.split(jax.random.key(7), N)
+    run = jax.jit(jax.vmap(lambda k: (vc_quantize(mu, 0.25, lps.FULL, key=k),
+                                      vc_quantize(mu, 1.0, lps.FULL, key=k))))
+    half, one = (np.asarray(o, np.float64) for o in run(keys))
+    # the same ξ scaled by sqrt(v): (one - μ) = 2 (half - μ) up to float32 rounding
+    np.testing.assert_allclose(one - np.asarray(mu), 2 * (half - np.asarray(mu)), atol=4e-6)
+    xi = (one - np.asarray(mu)).ravel()
+    # ξ ~ N(0, 1): mean within 5/sqrt(n), variance within 5 sqrt(2/n); Kolmogorov-Smirnov
+    # against the standard normal at p > 1e-6 (n = 80000 values)
+    n = xi.size
+    assert abs(xi.mean()) <= Z / np.sqrt(n)
+    assert abs(xi.var() - 1) <= Z * np.sqrt(2 / n)
+    assert scipy.stats.kstest(xi, "norm").pvalue > 1e-6
+
+
+# ----------------------------------------------------------------------------------------
+# jit, vmap, dtypes, errors.
+
+
+def test_jit_vmap_and_dtypes():
+    key = jax.random.key(8)
+    mu = jax.random.normal(key, (4, 6))
+    fmts = [lps.FixedPoint(8, 3), lps.BlockFloatingPoint(8), lps.FloatingPoint(4, 3),
+            lps.FloatingPoint(8, 7)]
+    # jit equals eager
+    eager = vc_quantize(mu, 0.01, fmts[0], key=key)
+    jitted = VC(mu, 0.01, fmts[0], key=key)
+    np.testing.assert_array_equal(eager, jitted)
+    # vmap over means (each row its own call) equals separate calls
+    rows = jax.jit(jax.vmap(lambda m: vc_quantize(m, 0.01, fmts[1], key=key)))(mu)
+    for i in range(2):
+        np.testing.assert_array_equal(rows[i], VC(mu[i], 0.01, fmts[1], key=key))
+    # dtypes preserved, outputs on the grid in that dtype (these grids fit bf16 and f16);
+    # the kernel is dtype-independent (float32 inside), so two formats suffice
+    some = fmts[:2]
+    for dtype in [jnp.float32, jnp.bfloat16, jnp.float16]:
+        m = (mu * 2).astype(dtype)
+        outs = jax.jit(lambda m: [vc_quantize(m, jnp.float32(0.003), f, key=key)
+                                  for f in some])(m)
+        for fmt, out in zip(some, outs, strict=True):
+            assert out.dtype == dtype and out.shape == m.shape, (fmt, dtype)
+            np.testing.assert_array_equal(
+                np.asarray(QN(out, fmt), np.float32),
+                np.asarray(out, np.float32), err_msg=f"{fmt} {dtype}")
+    # per-element variances broadcast
+    out = VC(mu, jnp.full((6,), 0.01), fmts[0], key=key)
+    assert out.shape == mu.shape
+
+
+def test_public_name():
+    assert lps.vc_quantize is vc_quantize  # DESIGN.md's public contract
+
+
+def test_bad_input():
+    mu = jnp.zeros((4, 5))
+    fmt = lps.FixedPoint(8, 3)
+    with pytest.raises(ValueError, match="key"):
+        vc_quantize(mu, 0.1, fmt)
+    with pytest.raises(ValueError, match="key"):
+        vc_quantize(mu, 0.1, fmt, key=None)
+    for bad in [jnp.ones(3), jnp.ones((4, 5, 1)), jnp.ones((2, 5))]:
+        with pytest.raises(ValueError, match="variance"):
+            vc_quantize(mu, bad, fmt, key=jax.random.key(0))
+    with pytest.raises(TypeError):
+        vc_quantize(jnp.zeros(3, jnp.int32), 0.1, fmt, key=jax.random.key(0))
+    with pytest.raises(TypeError):
+        vc_quantize(mu, 0.1, "fixed", key=jax.random.key(0))
