@@ -8,7 +8,6 @@ Layers, one way: formats → quantize / vc_quantize → one update rule (``updat
 (``lps.sgld`` & co. for optax, ``lps.blackjax``, ``lps.flax``, ``lps.parallel``, the CLI).
 """
 
-from lpsampling import blackjax
 from lpsampling.formats import (
     FULL,
     BlockFloatingPoint,
@@ -29,10 +28,36 @@ from lpsampling.optax import (
 )
 from lpsampling.quantize import quantize, quantize_tree, quantizer
 from lpsampling.schedules import cyclical_schedule, paper_decay_schedule
+from lpsampling.storage import (
+    Packed,
+    SampleBank,
+    load_packed,
+    pack,
+    sample_bank_add,
+    sample_bank_get,
+    sample_bank_init,
+    sample_bank_nbytes,
+    sample_bank_size,
+    sample_bank_stack,
+    save_packed,
+    unpack,
+)
 from lpsampling.update import ACCUMULATORS, Precision
 from lpsampling.vc import vc_quantize
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The blackjax face is imported on first use: importing blackjax starts the JAX
+    # backend, after which jax.distributed.initialize (multi-host runs) refuses to run.
+    if name in ("blackjax", "parallel"):
+        import importlib
+
+        module = importlib.import_module(f"lpsampling.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'lpsampling' has no attribute {name!r}")
 
 __all__ = [
     "ACCUMULATORS",
@@ -42,20 +67,33 @@ __all__ = [
     "FloatingPoint",
     "Format",
     "Full",
+    "Packed",
     "Precision",
+    "SampleBank",
     "SGMCMCState",
     "blackjax",
+    "parallel",
     "current_learning_rate",
     "cyclical_schedule",
     "cyclical_sgld",
     "grid_gap",
     "init_weights",
     "is_sampling",
+    "load_packed",
+    "pack",
     "paper_decay_schedule",
     "quantize",
     "quantize_tree",
     "quantizer",
+    "sample_bank_add",
+    "sample_bank_get",
+    "sample_bank_init",
+    "sample_bank_nbytes",
+    "sample_bank_size",
+    "sample_bank_stack",
+    "save_packed",
     "sgd",
     "sgld",
+    "unpack",
     "vc_quantize",
 ]
