@@ -203,46 +203,48 @@ def quantizer(
     forward_fmt: Format,
     backward_fmt: Format,
     rounding: str = "stochastic",
+    *,
+    backward_rounding: str | None = None,
 ) -> Callable[[jax.Array, jax.Array | None], jax.Array]:
     """A differentiable quantization op for low-precision training.
 
     Returns ``f(x, key)``: the forward pass quantizes the activation ``x`` onto
-    ``forward_fmt``; the backward pass quantizes the incoming cotangent (the "error") onto
-    ``backward_fmt``, as the paper's networks do between layers. The two roundings use
-    independent keys split from ``key`` (``key`` may be None when ``rounding="nearest"``
-    or both formats are ``FULL``).
+    ``forward_fmt`` with ``rounding``; the backward pass quantizes the incoming cotangent
+    (the "error") onto ``backward_fmt`` with ``backward_rounding`` (default: the same as
+    ``rounding``), as the paper's networks do between layers. The two roundings use
+    independent keys derived from ``key`` by ``fold_in`` (``key`` may be None when no
+    stochastic rounding is involved). Being a ``custom_vjp``, the op supports reverse-mode
+    differentiation only (``jax.grad``, ``jax.vjp``), not ``jax.jvp``.
     """
     check_format(forward_fmt, "forward_fmt")
     check_format(backward_fmt, "backward_fmt")
     check_rounding(rounding)
-    needs_key = rounding == "stochastic" and not (
-        isinstance(forward_fmt, Full) and isinstance(backward_fmt, Full)
+    backward_rounding = rounding if backward_rounding is None else backward_rounding
+    check_rounding(backward_rounding)
+    needs_key = (rounding == "stochastic" and not isinstance(forward_fmt, Full)) or (
+        backward_rounding == "stochastic" and not isinstance(backward_fmt, Full)
     )
+
+    def _derive(key, stream):
+        return None if key is None else jax.random.fold_in(key, stream)
 
     @jax.custom_vjp
     def op(x, key):
-        return quantize(x, forward_fmt, key=_fwd_key(key), rounding=rounding)
-
-    def _fwd_key(key):
-        return None if key is None else jax.random.fold_in(key, 0)
-
-    def _bwd_key(key):
-        return None if key is None else jax.random.fold_in(key, 1)
+        return quantize(x, forward_fmt, key=_derive(key, 0), rounding=rounding)
 
     def op_fwd(x, key):
         return op(x, key), key
 
     def op_bwd(key, ct):
-        return quantize(ct, backward_fmt, key=_bwd_key(key), rounding=rounding), None
+        q = quantize(ct, backward_fmt, key=_derive(key, 1), rounding=backward_rounding)
+        return q, None
 
     op.defvjp(op_fwd, op_bwd)
 
     def apply(x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         check_float_array(x)
         if needs_key and key is None:
-            raise ValueError(
-                "quantizer: stochastic rounding needs a PRNG key: call f(x, key)"
-            )
+            raise ValueError("quantizer: stochastic rounding needs a PRNG key: call f(x, key)")
         return op(x, key)
 
     return apply

@@ -766,3 +766,21 @@ def test_bad_calls():
             lps.quantize(x, bad_fmt, key=key)
     with pytest.raises(TypeError):
         lps.quantizer(lps.FixedPoint(8, 3), "fp8")
+
+
+def test_quantizer_backward_rounding_independent_of_forward():
+    """Nearest activations with stochastic errors (QPyTorch sets the two separately)."""
+    fwd, bwd = lps.FixedPoint(8, 6), lps.FixedPoint(8, 3)
+    q = lps.quantizer(fwd, bwd, "nearest", backward_rounding="stochastic")
+    x = jnp.linspace(-1.0, 1.0, 101)
+    y = q(x, jax.random.key(0))
+    np.testing.assert_array_equal(y, lps.quantize(x, fwd, rounding="nearest"))
+    # cotangent 0.3 lies between 0.25 and 0.375 on the 1/8 grid: stochastic rounding gives both
+    grads = jax.vmap(
+        lambda k: jax.grad(lambda v: jnp.sum(q(v, k) * 0.3))(x)
+    )(jax.random.split(jax.random.key(1), 64))
+    assert set(np.unique(np.asarray(grads)).tolist()) == {0.25, 0.375}
+    with pytest.raises(ValueError, match="PRNG key"):
+        q(x)
+    with pytest.raises(ValueError, match="rounding"):
+        lps.quantizer(fwd, bwd, backward_rounding="up")
