@@ -1,0 +1,91 @@
+"""Smoke tests of the benchmark scripts: each quick mode runs and prints its table.
+
+The scripts are loaded from ``benchmarks/`` and their ``main(argv)`` is called in this
+process (the imports are already paid for). Nothing here needs PyTorch: the QPyTorch
+comparison runs against its NumPy transcription of QPyTorch's kernels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_vs_qtorch_quick_numpy_reference(capsys):
+    mod = load("bench_vs_qtorch")
+    argv = ["--quick", "--backend", "numpy", "--repeats", "1", "--formats", "fixed,f87",
+            "--sgld-modes", "full", "--no-nonpartitionable"]
+    assert mod.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "NumPy-QPyTorch ms" in out and "## Summary" in out
+    for case in ("FixedPoint(8,3) stochastic", "FloatingPoint(8,7) nearest",
+                 "random bits only", "SGLD step SGLDLP-F"):
+        assert case in out
+
+
+def test_numpy_reference_kernels_match_lpsampling_nearest():
+    """The NumPy transcription of QPyTorch agrees with lps.quantize away from ties."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import lpsampling as lps
+
+    mod = load("bench_vs_qtorch")
+    npq = mod.NumpyQ(0)
+    x = (np.random.default_rng(3).standard_normal((64, 128)) * 3).astype(np.float32)
+    pairs = [
+        (npq.fixed_point_quantize(x, 8, 3, "nearest"), lps.FixedPoint(8, 3)),
+        (npq.block_quantize(x, 8, 0, "nearest"), lps.BlockFloatingPoint(8, axis=0)),
+        (npq.float_quantize(x, 4, 3, "nearest"), lps.FloatingPoint(4, 3)),
+    ]
+    for ref, fmt in pairs:
+        got = np.asarray(lps.quantize(jnp.asarray(x), fmt, rounding="nearest"))
+        assert np.mean(got == ref) > 0.999, fmt
+
+
+def test_reproduce_gaussian_quick(tmp_path, capsys):
+    mod = load("reproduce_gaussian")
+    fig = tmp_path / "figs" / "gaussian.png"
+    assert mod.main(["--quick", "--alphas", "0.01", "--figure", str(fig)]) == 0
+    out = capsys.readouterr().out
+    assert "| α |" in out and "naive SGLDLP-L" in out and "VC SGLDLP-L" in out
+    assert fig.exists() and fig.stat().st_size > 1000
+    assert not list(fig.parent.glob("*.tmp*"))  # the atomic write left nothing behind
+
+
+def test_bench_memory_quick(capsys):
+    mod = load("bench_memory")
+    assert mod.main(["--quick", "--no-rss", "--modes", "fp,lpf"]) == 0
+    out = capsys.readouterr().out
+    assert "SGLDLP-F (float32 accumulator)" in out and "XLA temp" in out
+    assert "sample bank, 4 samples, packed (FixedPoint(wl=8, fl=8))" in out
+
+
+def test_gpu_resnet_step_quick(capsys):
+    mod = load("gpu_resnet_step")
+    assert mod.main(["--quick", "--modes", "fp"]) == 0
+    out = capsys.readouterr().out
+    assert "| FP SGLD |" in out and "ratio to FP SGLD" in out
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not found")
+def test_gpu_check_script_parses():
+    script = BENCH / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "set -euo pipefail" in text and "timeout" in text and "--cpu-smoke" in text
