@@ -721,13 +721,19 @@ def sample_bank_init(params: Any, fmt: Format, capacity: int) -> SampleBank:
                       count=jnp.zeros((), jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
 def _bank_init(params: Any, fmt: Format, capacity: int) -> Any:
+    # Built from the packed layout's shapes (jax.eval_shape), not by packing zeros inside
+    # jit: XLA would constant-fold the whole encoding, which takes seconds on ResNet-18.
     def init_leaf(p):
         if isinstance(fmt, Full):
             return jnp.zeros((capacity,) + tuple(p.shape), p.dtype)
-        packed = pack(jnp.zeros(p.shape, p.dtype), fmt)
-        return jax.tree.map(lambda a: jnp.broadcast_to(a, (capacity,) + a.shape), packed)
+        spec = jax.eval_shape(lambda: pack(jnp.zeros(p.shape, p.dtype), fmt))
+        codes = jnp.zeros((capacity,) + spec.codes.shape, spec.codes.dtype)
+        exponents = None
+        if spec.exponents is not None:
+            exponents = jnp.full((capacity,) + spec.exponents.shape, ZERO_BLOCK_EXPONENT,
+                                 spec.exponents.dtype)
+        return Packed(codes, exponents, spec.fmt, spec.shape, spec.dtype)
 
     return jax.tree.map(init_leaf, params)
 
