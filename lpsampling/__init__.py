@@ -48,10 +48,14 @@ from lpsampling.vc import vc_quantize
 __version__ = "0.1.0"
 
 
+_LAZY_SUBMODULES = ("blackjax", "parallel", "flax", "data", "metrics", "train", "gaussian", "cli")
+
+
 def __getattr__(name: str):
-    # The blackjax face is imported on first use: importing blackjax starts the JAX
-    # backend, after which jax.distributed.initialize (multi-host runs) refuses to run.
-    if name in ("blackjax", "parallel"):
+    # Faces and tools are imported on first use: importing blackjax starts the JAX backend,
+    # after which jax.distributed.initialize (multi-host runs) refuses to run, and the
+    # experiment modules pull in flax, orbax and matplotlib.
+    if name in _LAZY_SUBMODULES:
         import importlib
 
         module = importlib.import_module(f"lpsampling.{name}")

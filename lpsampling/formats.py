@@ -398,7 +398,7 @@ def describe(fmt: Format) -> str:
         return (f"{fmt!r}: gap 2^{-fmt.fl}, range [{fmt.min_value:g}, {fmt.max_value:g}], "
                 f"{fmt.wl} bits")
     if isinstance(fmt, BlockFloatingPoint):
-        return (f"{fmt!r}: gap 2^(e+{2 - fmt.wl}) per block, mantissas ±{fmt.max_code}, "
+        return (f"{fmt!r}: gap 2^(e{2 - fmt.wl:+d}) per block, mantissas ±{fmt.max_code}, "
                 f"{fmt.wl} bits + 8-bit exponent per block")
     if isinstance(fmt, FloatingPoint):
         return (f"{fmt!r}: {fmt.man} mantissa bits, exponents [{fmt.min_exp}, {fmt.max_exp}], "
