@@ -52,7 +52,7 @@ def _blackjax_gaussian_noise(rng_key, position):
     sizes = [int(jnp.size(x)) for x in leaves]
     flat = jax.random.normal(rng_key, shape=(sum(sizes),), dtype=dtype)
     out, start = [], 0
-    for x, n in zip(leaves, sizes):
+    for x, n in zip(leaves, sizes, strict=True):
         out.append(flat[start:start + n].reshape(jnp.shape(x)).astype(x.dtype))
         start += n
     return jax.tree_util.tree_unflatten(treedef, out)

@@ -169,8 +169,7 @@ def _make(
             if sampling_fn is not None:
                 sampling = sampling_fn(state.count)
                 variance = jnp.where(sampling, variance, 0.0)
-        next_key, step_key = jax.random.split(state.key)
-        k_update, k_weights = jax.random.split(step_key)
+        next_key, k_update, k_weights = jax.random.split(state.key, 3)
         chain = state.accumulator if precision.has_accumulator else params
         new_chain, finite = update_position(
             k_update, chain, updates,

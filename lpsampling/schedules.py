@@ -58,10 +58,30 @@ def cyclical_schedule(init_value: float, cycle_length: int) -> optax.Schedule:
     return schedule
 
 
+def _first_sampling_index(cycle_length: int, exploration_ratio: float) -> int:
+    """The smallest ``j`` in ``[0, L]`` with ``j/L ≥ β``, evaluated as written in float64."""
+    j = min(max(math.ceil(exploration_ratio * cycle_length), 0), cycle_length)
+    while j > 0 and (j - 1) / cycle_length >= exploration_ratio:
+        j -= 1
+    while j < cycle_length and j / cycle_length < exploration_ratio:
+        j += 1
+    return j
+
+
 def is_sampling_step(count: jax.Array, cycle_length: int, exploration_ratio: float) -> jax.Array:
-    """Whether step ``count`` is in the sampling stage: ``(count mod L)/L ≥ β``."""
-    phase = jnp.mod(jnp.asarray(count, jnp.int32), cycle_length) / cycle_length
-    return phase >= exploration_ratio
+    """Whether step ``count`` is in the sampling stage: ``(count mod L)/L ≥ β``.
+
+    For a concrete ``β`` the test is done on integers (``count mod L ≥ j₀`` with ``j₀`` the
+    first sampling index of a cycle), so it is exact at stage boundaries: a float32
+    ``(count mod L)/L`` may be rounded below ``β`` (XLA turns the division by the constant
+    ``L`` into a multiplication by its inexact reciprocal).
+    """
+    k = jnp.mod(jnp.asarray(count, jnp.int32), cycle_length)
+    try:
+        beta = float(exploration_ratio)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return k / cycle_length >= exploration_ratio
+    return k >= _first_sampling_index(cycle_length, beta)
 
 
 def paper_decay_schedule(

@@ -76,8 +76,15 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _leaf_keys(key, n: int) -> list:
-    return list(jax.random.split(key, n)) if n else []
+def _leaf_keys(key, n: int, per_leaf: int = 1) -> list:
+    """``per_leaf`` independent keys for each of ``n`` leaves, from one ``split`` call (each
+    split is a threefry evaluation, a loop of its own on CPU: one call, not ``n + 1``)."""
+    if not n:
+        return []
+    keys = jax.random.split(key, n * per_leaf)
+    if per_leaf == 1:
+        return list(keys)
+    return [tuple(keys[i * per_leaf + j] for j in range(per_leaf)) for i in range(n)]
 
 
 def _check_same_structure(position, grads) -> None:
@@ -87,7 +94,8 @@ def _check_same_structure(position, grads) -> None:
         raise ValueError(
             f"grads must have the same pytree structure as params; params: {ps}, grads: {gs}"
         )
-    for p, g in zip(jax.tree_util.tree_leaves(position), jax.tree_util.tree_leaves(grads)):
+    for p, g in zip(jax.tree_util.tree_leaves(position), jax.tree_util.tree_leaves(grads),
+                    strict=True):
         if jnp.shape(p) != jnp.shape(g):
             raise ValueError(
                 f"grads must have the shapes of params; got a leaf of shape {jnp.shape(g)} "
@@ -95,10 +103,13 @@ def _check_same_structure(position, grads) -> None:
             )
 
 
-def _update_leaf(key, theta, g, noise, *, learning_rate, noise_variance, weight_decay,
+def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight_decay,
                  precision: Precision):
-    """One leaf of the update rule, in float32; returns the new chain value (float32)."""
-    k_grad, k_noise, k_weight = jax.random.split(key, 3)
+    """One leaf of the update rule, in float32; returns the new chain value (float32).
+
+    ``keys``: independent keys for the gradient rounding, the noise and the weight rounding.
+    """
+    k_grad, k_noise, k_weight = keys
     theta32 = theta.astype(jnp.float32)
     g32 = g.astype(jnp.float32)
     if not isinstance(precision.grad_format, Full):
@@ -133,8 +144,8 @@ def update_position(
     """Advance the chain ``θ`` by one step of the update rule (see the module docstring).
 
     Args:
-      key: PRNG key for this step (split per leaf and per use; only the random numbers the
-        mode needs are drawn).
+      key: PRNG key for this step (split once into a key per leaf and per use; only the
+        random numbers the mode needs are drawn).
       position: the chain ``θ``: the full-precision accumulator for ``accumulator="full"``
         (the weights themselves when the weight format is FULL), the low-precision weights
         for ``"low"`` and ``"vc"``.
@@ -158,9 +169,10 @@ def update_position(
     nleaves = [None] * len(leaves) if noise is None else jax.tree_util.tree_leaves(noise)
     finite = all_finite(grads)
     out = []
-    for k, theta, g, n in zip(_leaf_keys(key, len(leaves)), leaves, gleaves, nleaves):
+    for ks, theta, g, n in zip(_leaf_keys(key, len(leaves), 3), leaves, gleaves, nleaves,
+                               strict=True):
         new = _update_leaf(
-            k, theta, g, n,
+            ks, theta, g, n,
             learning_rate=learning_rate, noise_variance=noise_variance,
             weight_decay=weight_decay, precision=precision,
         )
@@ -181,6 +193,6 @@ def model_weights(key: jax.Array, position: Any, precision: Precision, like: Any
     out = [
         quantize_f32(theta.astype(jnp.float32), precision.weight_format, "stochastic", k)
         .astype(ref.dtype)
-        for k, theta, ref in zip(_leaf_keys(key, len(leaves)), leaves, likes)
+        for k, theta, ref in zip(_leaf_keys(key, len(leaves)), leaves, likes, strict=True)
     ]
     return jax.tree_util.tree_unflatten(treedef, out)
