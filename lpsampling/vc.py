@@ -99,7 +99,14 @@ def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> j
             lo, hi = grid_bounds(k, fmt)
             out = jnp.clip(out, lo, hi)
         return out
-    return quantize_f32(out, fmt, "stochastic", k_final)
+    # The final stochastic rounding is the identity wherever ``out`` is already a value of
+    # the format (the common case: no block-range or binade edge crossed, no zero block), so
+    # it only runs when a cheap nearest-rounding check finds an element off the grid; the
+    # result is the same as rounding unconditionally, without its random bits in general.
+    # (Under vmap the cond becomes a select and both sides run.)
+    off_grid = jnp.any(quantize_f32(out, fmt, "nearest", None) != out)
+    return jax.lax.cond(
+        off_grid, lambda o: quantize_f32(o, fmt, "stochastic", k_final), lambda o: o, out)
 
 
 def vc_quantize(
