@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lpsampling._io import atomic_open
 from lpsampling.formats import FixedPoint, Format, grid_gap
 from lpsampling.optax import sgld
 
@@ -325,14 +325,6 @@ def plot_gaussian(results: GaussianResults, path: str | os.PathLike) -> Path:
     fig.suptitle(f"Low-precision SGLD on N(0, 1), {results.fmt!r}, "
                  f"{results.num_chains} chains", fontsize=10)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
     return path

@@ -96,7 +96,6 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -104,6 +103,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lpsampling._io import atomic_open
 from lpsampling.formats import (
     BlockFloatingPoint,
     FixedPoint,
@@ -591,19 +591,8 @@ def save_packed(path: str | os.PathLike, tree: Packed | Mapping[str, Any]) -> No
     meta = {"magic": _FILE_MAGIC, "version": _FILE_VERSION, "structure": structure,
             "leaves": meta_leaves}
     arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(os.path.abspath(path), "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _rebuild(structure: Any, leaves: list[Packed]) -> Any:

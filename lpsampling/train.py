@@ -95,7 +95,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -107,6 +106,7 @@ import numpy as np
 import optax
 
 from lpsampling import metrics as _metrics
+from lpsampling._io import atomic_open
 from lpsampling.data import DATASETS, Dataset, batches, load_dataset, random_crop_flip
 from lpsampling.flax import MODELS, QuantConfig, ResNet, create_model
 from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint, Format, Full
@@ -1155,19 +1155,9 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     ``os.replace`` onto ``path`` (so a crash never leaves a partial file at ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False)
+        fh.write("\n")
     return path
 
 
@@ -1374,14 +1364,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
     return path
