@@ -273,10 +273,10 @@ def numpy_sgld_step(npq: NumpyQ, mode: str):
     return step
 
 
-def make_lps_step(mode: str, params):
+def make_lps_step(mode: str, params, key_impl: str | None = None):
     opt = lps.sgld(LR, num_data=NUM_DATA, temperature=TEMPERATURE, weight_decay=WD,
                    weight_format=SGLD_FMT, grad_format=SGLD_FMT, accumulator=mode,
-                   key=jax.random.key(1))
+                   key=jax.random.key(1, impl=key_impl))
     state = opt.init(params)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -386,7 +386,7 @@ def build_cases(args, backend: str, torch, qq):
             t_accs = [p.copy() for p in init]
             t_grads = [g.copy() for g in grads]
             tstep = numpy_sgld_step(npq, mode)
-        jstep, jstate = make_lps_step(mode, [jnp.asarray(p) for p in init])
+        jstep, jstate = make_lps_step(mode, [jnp.asarray(p) for p in init], args.key_impl)
         jgrads = [jnp.asarray(g) for g in grads]
         box = {"p": [jnp.asarray(p) for p in init], "s": jstate, "tp": t_params}
 
