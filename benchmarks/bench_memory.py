@@ -55,6 +55,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _machine import machine_line  # noqa: E402  (a sibling module: benchmarks/ is on sys.path)
 
 import lpsampling as lps  # noqa: E402
 
@@ -312,16 +313,6 @@ def mib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.1f}"
 
 
-def machine_line() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # a sibling module: benchmarks/ is on sys.path
+
 HERE = Path(__file__).resolve().parent
 MODES = ("fp", "lpl-fixed8", "vc-bfp8")
 
@@ -136,14 +138,7 @@ def _child(args) -> dict:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}"
 
 

@@ -64,6 +64,7 @@ warnings.filterwarnings("ignore", message=".*donated buffers.*")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (a sibling module: benchmarks/ is on sys.path)
 
 import lpsampling as lps  # noqa: E402
 
@@ -168,14 +169,7 @@ def median_ms(ts: list[float]) -> float:
 
 
 def machine_info() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:

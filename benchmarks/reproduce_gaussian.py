@@ -46,6 +46,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from _machine import machine_line  # a sibling module: benchmarks/ is on sys.path
 
 import lpsampling as lps
 
@@ -93,16 +94,6 @@ def batch_means_se(chain_variances: np.ndarray, batches: int) -> tuple[float, fl
     return float(v.mean()), float(means.std(ddof=1) / math.sqrt(b))
 
 
-def machine_line() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}"
 
 
 def save_figure(results: dict, alphas, path: Path) -> None:
