@@ -19,6 +19,10 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load(name: str):
+    # as when run as `python benchmarks/<name>.py`: the script's directory is importable
+    # (the scripts share benchmarks/_machine.py)
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
