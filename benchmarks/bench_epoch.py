@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpsampling import train as T
+from lpsampling._io import write_text_atomic
 from lpsampling.data import load_dataset
 from lpsampling.storage import sample_bank_add, sample_bank_init, sample_bank_nbytes
 
@@ -265,10 +266,7 @@ def main(argv=None) -> int:
     lines.append("")
     text = "\n".join(lines)
     print(text)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, text)
     print(f"wrote {args.out}")
     return 0
 

@@ -58,6 +58,7 @@ import optax  # noqa: E402
 from _machine import machine_line  # noqa: E402  (a sibling module: benchmarks/ is on sys.path)
 
 import lpsampling as lps  # noqa: E402
+from lpsampling._io import write_text_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODES = {  # name -> (label, low-precision formats?, accumulator)
@@ -444,11 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             "SGLDLP-L weights could live in 8 bits throughout.",
             "",
         ]
-        out = Path(args.write)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text("\n".join(md))
-        tmp.replace(out)
+        write_text_atomic(args.write, "\n".join(md))
     return 0
 
 

@@ -67,6 +67,7 @@ import optax  # noqa: E402
 from _machine import cpu_model  # noqa: E402  (a sibling module: benchmarks/ is on sys.path)
 
 import lpsampling as lps  # noqa: E402
+from lpsampling._io import write_text_atomic  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # The reference backends.
@@ -555,11 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     text, _ = run(args)
     print(text)
     if args.write:
-        out = Path(args.write)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        write_text_atomic(args.write, text)
     return 0
 
 

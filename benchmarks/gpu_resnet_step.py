@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 import lpsampling as lps
+from lpsampling._io import write_text_atomic
 from lpsampling.flax import QuantConfig, create_model
 
 MODES = {
@@ -177,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- command: `python benchmarks/gpu_resnet_step.py {' '.join(argv or sys.argv[1:])}`",
             "",
         ]
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text("\n".join(head) + "\n" + table + "\n")
-        tmp.replace(out)
+        write_text_atomic(out, "\n".join(head) + "\n" + table + "\n")
     return 0
 
 

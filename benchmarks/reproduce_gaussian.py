@@ -40,7 +40,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ import numpy as np
 from _machine import machine_line  # a sibling module: benchmarks/ is on sys.path
 
 import lpsampling as lps
+from lpsampling._io import atomic_open, write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 FMT = lps.FixedPoint(8, 3)
@@ -127,15 +127,11 @@ def save_figure(results: dict, alphas, path: Path) -> None:
     ax.set_title(r"N(0,1), FixedPoint(8,3) ($\Delta$=1/8), stochastic rounding")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,11 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Figure: `{os.path.relpath(fig_path, HERE.parent)}`.",
             "",
         ]
-        out = Path(args.write)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text("\n".join(md))
-        tmp.replace(out)
+        out = write_text_atomic(args.write, "\n".join(md))
         print(f"report: {out}")
     bad = [k for k, r in results.items() if not r["finite"]]
     if bad:

@@ -106,7 +106,7 @@ import numpy as np
 import optax
 
 from lpsampling import metrics as _metrics
-from lpsampling._io import atomic_open
+from lpsampling._io import atomic_open, write_text_atomic
 from lpsampling.data import DATASETS, Dataset, batches, load_dataset, random_crop_flip
 from lpsampling.flax import MODELS, QuantConfig, ResNet, create_model
 from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint, Format, Full
@@ -1360,10 +1360,3 @@ def compare(
     return result
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "w") as fh:
-        fh.write(text)
-    return path
