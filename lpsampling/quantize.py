@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpsampling.formats import (
+    NO_GRID,
+    BlockFloatingPoint,
     FixedPoint,
     FloatingPoint,
     Format,
@@ -128,6 +130,30 @@ def quantize_f32(x: jax.Array, fmt: Format, rounding: str, key) -> jax.Array:
         out = scale_pow2(r, k)
     lo, hi = grid_bounds(k, fmt)
     return jnp.clip(out, lo, hi)
+
+
+def round_unbiased_f32(x: jax.Array, fmt: Format, key) -> jax.Array:
+    """Stochastic rounding onto ``fmt`` whose mean is ``x`` also at the top of a block.
+
+    :func:`quantize_f32` follows QPyTorch: an element of a block-floating-point block that
+    rounds up past the top code ``2**(wl-1) - 1`` is held at it, a bias toward zero. Here
+    that element carries into the block's next exponent instead: ``x`` is first rounded
+    on its own block grid without the top-code limit (at most ``2**(wl-1)`` in gap units,
+    exactly ``2**(e+1)``), then stochastically onto the format, whose grid is then the
+    block's next exponent wherever a carry happened and the identity elsewhere. Both
+    roundings are unbiased, so ``E[q] = x`` up to the format's range ends. Other formats
+    carry by themselves (a float's next binade holds ``2**(e+1)``) and use
+    :func:`quantize_f32`. Where no carry happens the result equals
+    ``quantize_f32(x, fmt, "stochastic", key)``.
+    """
+    if not isinstance(fmt, BlockFloatingPoint):
+        return quantize_f32(x, fmt, "stochastic", key)
+    k = grid_exponent(x, fmt)
+    no_grid = k == NO_GRID
+    kk = jnp.where(no_grid, 0, k)
+    carried = scale_pow2(round_scaled(scale_pow2(x, -kk), "stochastic", key), kk)
+    carried = jnp.where(no_grid, 0.0, carried)
+    return quantize_f32(carried, fmt, "stochastic", jax.random.fold_in(key, 1))
 
 
 _straight_through = jax.custom_jvp(

@@ -105,8 +105,10 @@ def _check_same_structure(position, grads) -> None:
 
 def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight_decay,
                  precision: Precision):
-    """One leaf of the update rule, in float32; returns the new chain value (float32).
+    """One leaf of the update rule, in float32.
 
+    Returns ``(new chain value, whether the unrounded target μ (+ noise) is finite)``: a
+    step whose target overflows float32 must be skipped, not saturated onto the grid.
     ``keys``: independent keys for the gradient rounding, the noise and the weight rounding.
     """
     k_grad, k_noise, k_weight = keys
@@ -118,16 +120,18 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
         g32 = g32 + weight_decay * theta32
     mu = theta32 - learning_rate * g32
     if precision.accumulator == "vc":
+        finite = jnp.all(jnp.isfinite(mu))
         if noise_variance is None:
-            return quantize_f32(mu, precision.weight_format, "stochastic", k_weight)
-        return vc_quantize_f32(mu, noise_variance, precision.weight_format, k_noise)
+            return quantize_f32(mu, precision.weight_format, "stochastic", k_weight), finite
+        return vc_quantize_f32(mu, noise_variance, precision.weight_format, k_noise), finite
     if noise_variance is not None:
         if noise is None:
             noise = jax.random.normal(k_noise, mu.shape, jnp.float32)
         mu = mu + jnp.sqrt(noise_variance) * noise.astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(mu))
     if precision.accumulator == "low":
-        return quantize_f32(mu, precision.weight_format, "stochastic", k_weight)
-    return mu
+        return quantize_f32(mu, precision.weight_format, "stochastic", k_weight), finite
+    return mu, finite
 
 
 def update_position(
@@ -160,23 +164,27 @@ def update_position(
 
     Returns:
       ``(new_position, finite)``: leaves keep the dtype of ``position``. When any
-      gradient is not finite the step is skipped (``new_position = position``) and
-      ``finite`` is False, so NaN/inf never enter the accumulator.
+      gradient is not finite, or the step's target ``μ`` (plus noise) overflows float32,
+      the step is skipped (``new_position = position``) and ``finite`` is False, so
+      NaN/inf never enter the accumulator and an overflow is never saturated silently.
     """
     _check_same_structure(position, grads)
     leaves, treedef = jax.tree_util.tree_flatten(position)
     gleaves = jax.tree_util.tree_leaves(grads)
     nleaves = [None] * len(leaves) if noise is None else jax.tree_util.tree_leaves(noise)
     finite = all_finite(grads)
-    out = []
+    news = []
     for ks, theta, g, n in zip(_leaf_keys(key, len(leaves), 3), leaves, gleaves, nleaves,
                                strict=True):
-        new = _update_leaf(
+        new, leaf_finite = _update_leaf(
             ks, theta, g, n,
             learning_rate=learning_rate, noise_variance=noise_variance,
             weight_decay=weight_decay, precision=precision,
         )
-        out.append(jnp.where(finite, new.astype(theta.dtype), theta))
+        news.append(new)
+        finite = jnp.logical_and(finite, leaf_finite)
+    out = [jnp.where(finite, new.astype(theta.dtype), theta)
+           for new, theta in zip(news, leaves, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, out), finite
 
 

@@ -17,21 +17,36 @@ binade) and ``v₀ = Δ²/4``:
   plain stochastic rounding. We compute it in units of ``Δ`` and never form that root.)
   The two random choices are merged into one draw over ``{⌊μ⌋−Δ, ⌊μ⌋, ⌊μ⌋+Δ, ⌊μ⌋+2Δ}``.
 
-Staying on the format (the output is always a valid value of it):
+Noise far above the mean's grid. Where ``√v`` exceeds ``2**12·Δ`` (a bias or batch-norm
+shift sitting at 0 with a tiny gradient, any block of tiny values) the draw runs on a
+*working gap* ``2**(⌊log2 √v⌋ − 12)`` instead of ``Δ``: a multiple of ``Δ``, coarse enough
+that ``v`` in its units stays inside float32 (``v/Δ²`` overflowed before, and the output
+saturated at the format's largest value). The large-variance branch there gives mean ``μ``
+and variance ``v`` exactly; the result then lands far outside ``μ``'s block or binade and is
+re-rounded onto the format as below. Where the noise is within ``2**12`` gaps of the mean's
+grid the draw uses ``Δ`` itself.
 
-* Fixed point: results beyond the range saturate (this is the only place the mean is not
-  exact, as for plain stochastic rounding).
-* Block floating point and low-bit floats: ``q ± Δ`` may leave ``μ``'s block range or
-  binade, where the grid is coarser. The result is then stochastically rounded onto the
-  format (which is the identity for values already on it), keeping the mean exact and
-  adding at most ``Δ'²/4`` variance on the elements concerned, with ``Δ'`` the coarser
-  gap. For block floating point all elements of a block whose exponent grew are rounded
-  onto the block's new grid.
-* A block whose mean is all zero has no gap: its output is ``μ + sqrt(v)·ξ`` stochastically
-  rounded onto the format (the block's exponent then comes from the draw itself); the mean
-  stays exact and the variance is ``v`` plus that rounding's variance. The same rule covers
-  float gaps below float32's normal range (``FloatingPoint(8, m)`` near zero).
+Staying on the format (the output is always a value of it):
+
+* Fixed point: every working gap is a multiple of ``2**-fl``; results beyond the range
+  saturate (as for plain stochastic rounding, the mean is then not exact).
+* Block floating point and low-bit floats: the output may leave ``μ``'s block range or
+  binade, where the grid is coarser. It is then stochastically re-rounded onto the format
+  (the identity for values already on it), keeping the mean exact: for block floating point
+  the block's exponent comes from the output's own block maximum, every element of such a
+  block is re-rounded onto that block's grid (adding at most ``Δ_out²/4`` variance, with
+  ``Δ_out`` the output block's gap), and an element that would round past the top code
+  ``2**(wl-1) − 1`` carries into the next exponent instead of being clipped
+  (:func:`lpsampling.quantize.round_unbiased_f32`; at most another ``Δ_out²/4``). So
+  ``max(v, v_s) ≤ Var[q] ≤ max(v, Δ²/4) + Δ_out²/2``, with equality on the left wherever
+  the output stays inside ``μ``'s block or binade.
+* A block whose mean is all zero has no gap: with ``v > 0`` the working gap follows the
+  noise as above; with ``v = 0`` the output is the mean itself, rounded onto the format.
+* Float32 subnormal means are read as zero (XLA on CPU flushes them in arithmetic).
 * ``FULL``: ``μ + sqrt(v)·ξ`` exactly (plain SGLD).
+* The range ends: fixed point and small floats saturate; ``FloatingPoint(8, m)`` overflows
+  to ±inf above its largest value, as float32 does; a block-floating-point block whose
+  exponent would pass 127 saturates.
 """
 
 from __future__ import annotations
@@ -45,11 +60,12 @@ from lpsampling.formats import (
     Format,
     Full,
     check_format,
+    float_exponent,
     grid_bounds,
     grid_exponent,
     scale_pow2,
 )
-from lpsampling.quantize import check_float_array, quantize_f32, uniform24
+from lpsampling.quantize import check_float_array, quantize_f32, round_unbiased_f32, uniform24
 
 __all__ = ["vc_quantize"]
 
@@ -80,6 +96,31 @@ def _vc_units(m: jax.Array, vu: jax.Array, xi: jax.Array, u: jax.Array) -> jax.A
     return jnp.where(vu > 0.25, large, small)
 
 
+# The VC arithmetic runs in units of a working gap. Where the noise is within 2**12 gaps of
+# the mean's grid that is the mean's own gap; beyond, the variance in units would leave
+# float32 (v / Δ² overflows for a tiny block or binade) and the output lands outside the
+# mean's block anyway, so the working gap follows the noise instead: 2**(⌊log2 σ⌋ − 12).
+SIGMA_GAP_BITS = 12
+
+
+def working_gap_exponent(mean: jax.Array, variance: jax.Array, fmt: Format) -> jax.Array:
+    """The exponent ``k`` of the grid ``2**k`` on which Q_vc draws, per element.
+
+    ``max(k_μ, ⌊log2 √v⌋ − 12)``, with ``k_μ`` the format's gap exponent at ``mean``
+    (:data:`NO_GRID` for an all-zero block or a sub-normal float gap) and the second term
+    present only where ``v > 0``. Always a multiple of the mean's own gap, so on the format
+    wherever the output stays inside the mean's block range or binade. :data:`NO_GRID`
+    only where the mean has no grid and ``v = 0``.
+    """
+    k = grid_exponent(mean, fmt)
+    sigma_k = float_exponent(jnp.sqrt(variance)) - SIGMA_GAP_BITS
+    return jnp.maximum(k, jnp.where(variance > 0, sigma_k, NO_GRID))
+
+
+def _bits(x: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(x, jnp.int32)
+
+
 def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> jax.Array:
     """The VC kernel on float32 ``mean`` and broadcastable float32 ``variance``."""
     shape = mean.shape
@@ -87,13 +128,14 @@ def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> j
     xi = jax.random.normal(k_gauss, shape, jnp.float32)
     if isinstance(fmt, Full):
         return mean + jnp.sqrt(variance) * xi
-    k = grid_exponent(mean, fmt)
+    k = working_gap_exponent(mean, variance, fmt)
     has_grid = k != NO_GRID
     kk = jnp.where(has_grid, k, 0)
     m = scale_pow2(mean, -kk)
     vu = scale_pow2(scale_pow2(variance, -kk), -kk)
     units = _vc_units(m, vu, xi, uniform24(k_choice, shape))
-    out = jnp.where(has_grid, scale_pow2(units, kk), mean + jnp.sqrt(variance) * xi)
+    # no grid (all-zero block or sub-normal float gap) and v = 0: the mean itself
+    out = jnp.where(has_grid, scale_pow2(units, kk), mean)
     if isinstance(fmt, FixedPoint):
         if fmt.clamp:
             lo, hi = grid_bounds(k, fmt)
@@ -104,9 +146,11 @@ def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> j
     # it only runs when a cheap nearest-rounding check finds an element off the grid; the
     # result is the same as rounding unconditionally, without its random bits in general.
     # (Under vmap the cond becomes a select and both sides run.)
-    off_grid = jnp.any(quantize_f32(out, fmt, "nearest", None) != out)
+    # Compared as bit patterns: a float32 subnormal (kept from the mean where there is no
+    # grid) compares equal to its flushed zero in XLA's arithmetic, but is not on the grid.
+    off_grid = jnp.any(_bits(quantize_f32(out, fmt, "nearest", None)) != _bits(out))
     return jax.lax.cond(
-        off_grid, lambda o: quantize_f32(o, fmt, "stochastic", k_final), lambda o: o, out)
+        off_grid, lambda o: round_unbiased_f32(o, fmt, k_final), lambda o: o, out)
 
 
 def vc_quantize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 # The QPyTorch reference vectors live next to the repository, not inside it.
 QTORCH_REFERENCE = (
@@ -20,3 +22,18 @@ def qref():
         pytest.skip(f"QPyTorch reference vectors not found: {QTORCH_REFERENCE} is missing")
     with np.load(QTORCH_REFERENCE) as data:
         return {name: data[name] for name in data.files}
+
+
+# Property tests (hypothesis): one deterministic profile for CI and local runs alike
+# (derandomized, no example database, no per-example deadline since the first example of
+# a shape pays for JAX compilation). HYPOTHESIS_PROFILE=explore searches with fresh seeds.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile(
+    "explore", deadline=None, max_examples=1000, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
