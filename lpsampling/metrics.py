@@ -322,7 +322,7 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
             = (1/N) * sum_b |sum_{i in b} (correct_i - conf_i)|
 
     (empty bins contribute 0). The result is a fraction in ``[0, 1]``, not a percentage.
-    See the module docstring for how this differs from the paper (:func:`paper_ece`).
+    The paper's code bins differently (9 bins of width 1/9): see :func:`paper_ece`.
 
     Raises:
       ValueError: if ``num_bins`` is not a positive int, ``probs`` is not 2-D, or

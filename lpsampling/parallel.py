@@ -667,8 +667,8 @@ def initialize_distributed(coordinator_address: str | None = None,
 
     Raises ``RuntimeError`` when the backend is already running. Importing blackjax starts
     it (blackjax 1.7), and lpsampling imports blackjax for its blackjax face: in that case
-    call ``jax.distributed.initialize`` yourself before ``import lpsampling`` (see the
-    module docstring).
+    call ``jax.distributed.initialize`` yourself before ``import lpsampling`` (see
+    ``docs/parallel.md``).
     """
     import sys
 

@@ -10,9 +10,10 @@ With gap ``Δ`` (fixed by ``μ``'s block or binade) and ``v₀ = Δ²/4``:
 * ``v ≤ v₀``: stochastic rounding (variance ``v_s = a(Δ − a)``, ``a = μ − Δ⌊μ/Δ⌋``) plus
   ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``.
 
-Where ``√v > 2**12·Δ`` the draw runs on a working gap ``2**(⌊log2 √v⌋ − 12)``; outputs that
-leave ``μ``'s block or binade are stochastically re-rounded onto the format (mean exact).
-Derivation, variance bounds and range ends: the formats page (``docs/formats.md``).
+Where ``√v > 2**12·Δ`` the draw runs on a working gap ``2**(⌊log2 √v⌋ − 12)``. Outputs that
+leave ``μ``'s block or binade are stochastically re-rounded onto the format (mean exact), so
+``max(v, v_s) ≤ Var[q] ≤ max(v, Δ²/4) + Δ_out²/2`` (``Δ_out``: the output block's gap).
+Derivation and range ends: the formats page of the documentation (``docs/formats.md``).
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def vc_quantize(
 
     Returns:
       An array like ``mean`` on the format's grid with ``E = μ`` and ``Var = max(v, v_s)``
-      (see the module docstring for ``v_s`` and the rules at range and binade edges).
+      (see the module docstring for ``v_s``, ``docs/formats.md`` for the rules at range
+      and binade edges).
     """
     check_format(fmt)
     mean = check_float_array(mean, "mean")

@@ -195,7 +195,7 @@ class ResNet(nn.Module):
 
     Stem ``conv3x3(widths[0], stride 1) -> Q -> BN -> relu -> Q`` (no max-pool); stages of
     :class:`BasicBlock` (``stage_sizes`` blocks of ``widths[i]`` channels, the first block
-    of stage ``i`` with stride ``strides[i]``); ``pool_size``×``pool_size`` average pool
+    of stage ``i`` with stride ``strides[i]``); ``pool_size × pool_size`` average pool
     (4×4 on the 4×4 final map of a 32×32 input); flatten; linear classifier. The pooling and
     classifier are unquantized. Quantizers: ``2 + 3 * sum(stage_sizes)``.
 
