@@ -2,7 +2,7 @@
 Fashion-MNIST, 3 seeds, test error / ECE / NLL (mean ± standard error), and a verdict on
 each of the paper's claims as measured here.
 
-The grid and every run come from :func:`lpsampling.train.compare` (the same code as
+The grid and every run come from :func:`lpsampling.experiments.compare` (the same code as
 ``lpsampling compare``); this script only fixes the configuration, judges the claims with
 the criteria stated below and writes ``benchmarks/RESULTS_tables.md`` plus reliability
 diagrams under ``benchmarks/figures/``.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import jax
 
-from lpsampling.train import RunConfig, compare
+from lpsampling.experiments import RunConfig, compare
 
 ROOT = Path(__file__).resolve().parent
 
