@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
+from lpsampling import bank as lps_bank
 from lpsampling.data import load_dataset
 from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint
-from lpsampling.storage import sample_bank_init
 from lpsampling.train import (
     METHODS,
     EmptySampleBankError,
@@ -188,7 +188,7 @@ def test_resume_is_bit_identical(tmp_path, digits):
 def test_empty_bank_is_a_clear_error(digits):
     cfg = RunConfig(method="sgd", **TINY)
     out = train(cfg, dataset=digits, progress=False)
-    empty = sample_bank_init(out.state.params, FULL, 1)
+    empty = lps_bank.init(out.state.params, FULL, 1)
     hollow = dataclasses.replace(out, state=out.state._replace(bank=empty))
     with pytest.raises(EmptySampleBankError, match="sample bank is empty"):
         evaluate(hollow, dataset=digits)
