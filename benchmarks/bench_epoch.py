@@ -1,7 +1,7 @@
 """Training-step speed of every precision mode relative to full-precision SGD, and the
 bytes of a 50-sample posterior bank packed versus float32.
 
-For each method the real training step of :mod:`lpsampling.train` (Flax CNN forward and
+For each method the real training step of :mod:`lpsampling.experiments` (Flax CNN forward and
 backward with its activation/error quantizers, the optax sampler with its weight and
 gradient quantizers) runs on Fashion-MNIST batches of 128. Compilation is excluded (each
 step function is compiled and warmed up first); the methods are timed in interleaved
@@ -33,9 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpsampling import bank as sample_bank
-from lpsampling import train as T
 from lpsampling._io import write_text_atomic
 from lpsampling.data import load_dataset
+from lpsampling.experiments import RunConfig, cross_entropy, make_train_step
+from lpsampling.formats import Full
 
 # (row label, method, format); the first row is the baseline
 ROWS = [
@@ -64,31 +65,27 @@ class _Runner:
 
     def __init__(self, label, method, fmt, ds, batch_size, xs, ys):
         self.label, self.method, self.fmt = label, method, fmt
-        self.config = T.RunConfig(dataset=ds.name, model="cnn", method=method, format=fmt,
-                                  epochs=1, batch_size=batch_size, lr=0.05, temperature=1.0,
-                                  samples=1, schedule=None if method.startswith("c") else
-                                  "constant")
-        self.engine = T._engine(T._static_of(self.config, ds))
-        self.keys = T._keys(0)
-        self.state = T._initial_state(self.engine, self.config, ds, self.keys)
+        self.config = RunConfig(dataset=ds.name, model="cnn", method=method, format=fmt,
+                                epochs=1, batch_size=batch_size, lr=0.05, temperature=1.0,
+                                samples=1, schedule=None if method.startswith("c") else
+                                "constant")
+        self.train_step = make_train_step(self.config, ds)
+        self.engine = self.train_step.engine
+        self.state = self.train_step.state
         self.xs, self.ys = xs, ys
         self.step_idx = 0
         self.times: list[float] = []
 
     def run(self, n: int) -> float:
         s = self.state
-        params, bstats, opt_state, sums = s.params, s.batch_stats, s.opt_state, s.sums
         t0 = time.perf_counter()
         for _ in range(n):
             i = self.step_idx % len(self.xs)
-            params, bstats, opt_state, sums, _aux = self.engine.step(
-                params, bstats, opt_state, sums, self.xs[i], self.ys[i],
-                jnp.asarray(self.step_idx, jnp.int32), self.keys["data"])
+            s, _aux = self.train_step(s, self.xs[i], self.ys[i], self.step_idx)
             self.step_idx += 1
-        jax.block_until_ready((params, opt_state, sums))
+        jax.block_until_ready((s.params, s.opt_state, s.sums))
         dt = time.perf_counter() - t0
-        self.state = s._replace(params=params, batch_stats=bstats, opt_state=opt_state,
-                                sums=sums)
+        self.state = s
         return dt
 
 
@@ -104,7 +101,7 @@ def _breakdown(runners, x, y, rounds):
         def fb(p, k, model=model):
             def loss(p):
                 logits = model.apply({"params": p}, x, train=True, rngs={"quantize": k})
-                return jnp.mean(T._cross_entropy(logits, y))
+                return jnp.mean(cross_entropy(logits, y))
             return jax.grad(loss)(p)
 
         def upd(p, s, opt=opt):
@@ -241,7 +238,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r.label} | {r.fmt} | {fb_ms:.1f} | {up_ms:.1f} |")
     base_fb = parts[id(runners[0])][0]
     act = [parts[id(r)][0] / base_fb for r in runners
-           if not isinstance(r.engine.fspec.activation, type(T.FULL))]
+           if not isinstance(r.engine.fspec.activation, Full)]
     upd = max(parts[id(r)][1] for r in runners)
     if act:
         lines += [

@@ -11,12 +11,13 @@ three samplers are run through the optax face,
 * ``"full"`` SGLDLP-F:       θ ← θ − α·Q(g(Q(θ))) + √(2α)·ξ, the samples are the grid
   weights Q(θ) the model runs on (whose variance exceeds θ's by about Δ²/6 ≈ 0.003).
 
-The simulation is the library's own :func:`lpsampling.gaussian.gaussian_experiment` (the
-CLI's): many independent chains at once, ``jax.vmap`` over chains inside one jit with
-``lax.scan``. Each chain runs ``--scale/α`` steps (the mixing time is ~1/α steps); the first
-half is burn-in. The variance is pooled over chains and post-burn-in steps; its Monte-Carlo
-standard error comes from batch means across chains (the chains split into ``--batches``
-groups). This script adds the sweep over α, the law, the log-log figure and the report.
+The simulation is the library's own
+:func:`lpsampling.experiments.gaussian.gaussian_experiment` (the CLI's): many independent
+chains at once, ``jax.vmap`` over chains inside one jit with ``lax.scan``. Each chain runs
+``--scale/α`` steps (the mixing time is ~1/α steps); the first half is burn-in. The
+variance is pooled over chains and post-burn-in steps; its Monte-Carlo standard error comes
+from batch means across chains (the chains split into ``--batches`` groups).
+This script adds the sweep over α, the law, the log-log figure and the report.
 
 The law for naive SGLDLP-L (the paper's Theorem 2), valid when √(2α) ≪ Δ: stationary
 variance ≈ Δ/√(πα) (2.23 at α = 1e-3, 7.05 at 1e-4). VC and F: 1. At α = 1e-2,
@@ -64,9 +65,10 @@ def naive_law(alpha: float) -> float:
 
 
 def simulate(alpha: float, *, num_chains: int, steps: int, seed: int, index: int) -> dict:
-    """All three samplers at one α, through :func:`lpsampling.gaussian.gaussian_experiment`
-    (vmapped chains, one jit and ``lax.scan`` per sampler, the first half burn-in)."""
-    from lpsampling.gaussian import gaussian_experiment
+    """All three samplers at one α, through
+    :func:`lpsampling.experiments.gaussian.gaussian_experiment` (vmapped chains, one jit
+    and ``lax.scan`` per sampler, the first half burn-in)."""
+    from lpsampling.experiments.gaussian import gaussian_experiment
 
     t0 = time.perf_counter()
     res = gaussian_experiment(

@@ -49,7 +49,9 @@ from lpsampling.vc import vc_quantize
 __version__ = "0.1.0"
 
 
-_LAZY_SUBMODULES = ("blackjax", "parallel", "flax", "data", "metrics", "train", "gaussian", "cli")
+_LAZY_SUBMODULES = (
+    "blackjax", "parallel", "flax", "data", "metrics", "experiments", "train", "gaussian", "cli",
+)
 
 
 def __getattr__(name: str):

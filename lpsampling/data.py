@@ -1,38 +1,14 @@
-"""Real datasets for the lpsampling experiments, read from local files only.
+"""Real datasets for the lpsampling experiments, read from local files only (no network).
 
-Nothing here touches the network.  Every loader reads files that are either
-bundled with an installed package or placed on disk by the user:
+Loaders: ``digits`` (bundled with scikit-learn, the default), ``fashion_mnist`` (the IDX
+files, from ``$LPSAMPLING_FASHION_MNIST`` or ``/usr/share/datasets/fashion-mnist``),
+``cifar10`` / ``cifar100`` (the python-pickle batches), ``imdb`` (the extracted ``aclImdb/``).
 
-============== ================================================================
-name           source
-============== ================================================================
-digits         ``sklearn.datasets.load_digits`` (bundled with scikit-learn, the
-               default that always works after ``pip install``)
-fashion_mnist  the four IDX files of Fashion-MNIST, gzipped or raw; by default
-               from ``$LPSAMPLING_FASHION_MNIST`` or
-               ``/usr/share/datasets/fashion-mnist`` (Debian package
-               ``dataset-fashion-mnist``)
-cifar10        ``cifar-10-batches-py`` (the "python version" from the CIFAR site)
-cifar100       ``cifar-100-python`` (idem, fine labels)
-imdb           the extracted ``aclImdb_v1.tar.gz`` archive (``aclImdb/``)
-============== ================================================================
-
-Conventions of the returned :class:`Dataset`:
-
-* images are ``float32`` arrays in NHWC layout ``(N, H, W, C)``; pixel values
-  are first scaled to ``[0, 1]`` (divided by 255, or by 16 for digits) and then,
-  where a dataset states a mean and standard deviation, normalised per channel
-  as ``(x - mean) / std``;
-* text is an ``int32`` array ``(N, max_len)`` of token ids, ``0`` = padding,
-  ``1`` = unknown word;
-* labels are ``int32`` arrays ``(N,)`` with values in ``[0, num_classes)``.
-
-The module also provides :func:`random_crop_flip`, the standard CIFAR
-augmentation written in pure JAX (so it can run inside ``jax.jit``), and
-:func:`batches`, a deterministic shuffled minibatch iterator over numpy arrays.
-
-All loaders are pure numpy (plus scikit-learn for digits); nothing depends on
-torch or tensorflow.
+A :class:`Dataset` holds float32 NHWC images ``(N, H, W, C)`` scaled to ``[0, 1]`` and then
+normalised per channel where the dataset states a mean and std, or int32 token ids
+``(N, max_len)`` (``0`` padding, ``1`` unknown word); labels are int32 in
+``[0, num_classes)``. :func:`random_crop_flip` is the CIFAR augmentation in pure JAX,
+:func:`batches` a deterministic shuffled minibatch iterator. No torch, no tensorflow.
 """
 
 from __future__ import annotations

@@ -1,17 +1,14 @@
 """Number formats: which values a low-precision tensor may hold.
 
-Every format describes a grid of representable values. The quantizers in
-:mod:`lpsampling.quantize` and :mod:`lpsampling.vc` only ever need two facts about a
-format for a given tensor ``x``:
-
-* the *gap exponent* ``k`` per element: the local grid is the integer multiples of ``2**k``
-  (fixed point: ``k = -fl`` everywhere; block floating point: ``k = e + 2 - wl`` with ``e``
-  the block's exponent; low-bit floats: ``k = max(e_x, min_exp) - man``);
-* the saturation bounds per element (``lo``, ``hi``, on the grid).
+Each format is a grid of representable values. For a tensor ``x`` the quantizers in
+:mod:`lpsampling.quantize` and :mod:`lpsampling.vc` need two facts per element: the *gap
+exponent* ``k`` (the local grid is the integer multiples of ``2**k``: fixed point
+``k = -fl``; block floating point ``k = e + 2 - wl`` with ``e`` the block's exponent; low-bit
+floats ``k = max(e_x, min_exp) - man``) and the saturation bounds ``lo``, ``hi`` (on the grid).
 
 Formats are frozen dataclasses, hashable and therefore usable as static arguments of
-``jax.jit``. Semantics follow QPyTorch (see DESIGN.md); differences are documented on
-each class.
+``jax.jit``. Semantics follow QPyTorch; the differences are documented on each class and
+on the formats page of the documentation (``docs/formats.md``).
 """
 
 from __future__ import annotations

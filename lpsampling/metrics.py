@@ -1,38 +1,15 @@
 """Evaluation metrics for posterior samples: BMA, error, NLL, calibration.
 
-Notation used throughout: ``N`` examples, ``C`` classes, ``S`` posterior samples,
-``p_i`` the predictive distribution for example ``i`` (a row of ``probs``),
-``y_i`` its integer label, ``conf_i = max_c p_ic`` its confidence and
-``correct_i = [argmax_c p_ic == y_i]`` (ties in ``argmax`` go to the lowest index).
+Notation: ``N`` examples, ``C`` classes, ``S`` posterior samples, ``p_i`` the predictive
+distribution of example ``i`` (a row of ``probs``), ``y_i`` its integer label,
+``conf_i = max_c p_ic`` and ``correct_i = [argmax_c p_ic == y_i]`` (ties to the lowest index).
 
-Array math uses :mod:`jax.numpy`, so :func:`bayesian_model_average`,
-:func:`log_bayesian_model_average`, the streaming ``bma_*`` functions, :func:`error_rate`,
-:func:`nll` and :func:`expected_calibration_error` work under :func:`jax.jit` (``num_bins``
-and ``from_log`` must then be static). Inputs narrower than float32 (bfloat16, float16)
-are promoted to float32 before any arithmetic. Shape checks are always performed; value
-checks (labels inside ``[0, C)``) are performed only when the labels are concrete, i.e.
-outside ``jit`` -- under ``jit`` an out-of-range label makes :func:`nll` NaN.
-
+The array functions use :mod:`jax.numpy` and work under :func:`jax.jit` (``num_bins`` and
+``from_log`` static); inputs narrower than float32 are promoted to float32. Label-range
+checks run only outside ``jit`` (inside, an out-of-range label makes :func:`nll` NaN).
 :func:`reliability_diagram_data`, :func:`paper_ece`, :func:`save_reliability_diagram` and
-:func:`summarize` are host-side (NumPy) helpers and return NumPy arrays / Python floats.
-
-Binning conventions for calibration
------------------------------------
-:func:`expected_calibration_error` uses ``num_bins`` equal-width bins with edges
-``e_b = b / num_bins``; bin ``b`` is ``(e_b, e_{b+1}]`` except the first bin, which is
-``[0, e_1]``. The default is 15 bins; always report the bin count with an ECE value.
-
-The paper's released code (Zhang, Wilson & De Sa, *Low-Precision Stochastic Gradient
-Langevin Dynamics*, ICML 2022, ``bnn/ens.py``) instead builds edges with
-``np.linspace(0, 1, 10)`` and assigns bins with ``np.digitize(conf, edges, right=True)``.
-That yields a degenerate bin ``{0}`` plus **9** bins of width 1/9,
-``(0, 1/9], (1/9, 2/9], ..., (8/9, 1]`` -- not 10 bins of width 1/10 as the
-``num_bins=10`` argument there suggests. :func:`paper_ece` reproduces that quirk exactly so
-numbers can be compared with the paper; it agrees with
-``expected_calibration_error(probs, labels, num_bins=9)`` except that a confidence of
-exactly 0 (impossible for a normalised probability vector) gets its own bin, and except
-for confidences within one float32 ulp of an edge (the paper compares against float64
-edges).
+:func:`summarize` are host-side NumPy helpers. ECE uses ``num_bins`` equal-width bins
+(default 15; report the count); :func:`paper_ece` reproduces the paper code's 9-bin binning.
 """
 
 from __future__ import annotations
@@ -345,7 +322,7 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
             = (1/N) * sum_b |sum_{i in b} (correct_i - conf_i)|
 
     (empty bins contribute 0). The result is a fraction in ``[0, 1]``, not a percentage.
-    See the module docstring for how this differs from the paper (:func:`paper_ece`).
+    The paper's code bins differently (9 bins of width 1/9): see :func:`paper_ece`.
 
     Raises:
       ValueError: if ``num_bins`` is not a positive int, ``probs`` is not 2-D, or

@@ -1,36 +1,13 @@
 r"""Samplers as optax transformations: ``lps.sgld``, ``lps.sgd``, ``lps.cyclical_sgld``.
 
 Each returns an :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
-gradient of the **mean** minibatch loss and the current params, and returns updates such
-that ``optax.apply_updates(params, updates)`` gives the next weights the model runs on:
-
-* ``accumulator="full"`` (SGLDLP-F): the full-precision chain ``θ`` lives in the state
-  (``state.accumulator``, float32); the params are ``Q_W(θ)``. With ``FULL`` weights
-  there is no accumulator: the params are the chain.
-* ``"low"`` / ``"vc"``: the params are the chain, always on the weight grid.
-
-Because the new weights and the old ones are both on the weight grid, their difference is
-exact in float32 for fixed point (word length ≤ 24) and for block floating point and small
-floats unless a value's exponent moves by more than ~16 binades in one step, so
-``apply_updates`` reproduces the weights exactly.
-
-**First forward pass.** The model must run on grid weights from the start (the released
-code of the paper forgets this). Initialise like this::
-
-    opt = lps.sgld(1e-3, num_data=N, weight_format=fmt, key=k_sampler)
-    state = opt.init(params)                                   # θ₀ = params
-    params = lps.quantize_tree(params, fmt, key=k_init)        # the model runs on Q_W(θ₀)
-
-(``lps.init_weights`` does the second line.)
-
-**Non-finite gradients.** A step whose gradients contain NaN or inf is skipped: params,
-accumulator and count stay as they were, the key advances, and ``state.nonfinite_count``
-counts the skipped steps. Wrap in ``optax.apply_if_finite`` for a give-up policy.
-
-**Knowing where you are.** After each update ``state.learning_rate`` is the step size that
-update used and ``state.sampling`` whether it was a sampling (noisy) step, so collecting
-samples is one ``if``; :func:`is_sampling` and :func:`current_learning_rate` find them
-inside chained, injected or multi-step states.
+gradient of the **mean** minibatch loss and the params, and returns updates such that
+``optax.apply_updates(params, updates)`` is exactly the next weights the model runs on. With
+``accumulator="full"`` (SGLDLP-F) the float32 chain ``θ`` lives in ``state.accumulator`` and
+the params are ``Q_W(θ)``; with ``"low"`` / ``"vc"`` the params are the chain, on the weight
+grid. Steps with non-finite gradients are skipped and counted in ``state.nonfinite_count``.
+Start from grid weights (:func:`init_weights`). The manual (first forward pass, collecting
+samples, chaining): the optax page of the documentation (``docs/optax.md``).
 """
 
 from __future__ import annotations

@@ -1,127 +1,18 @@
 r"""Chains across devices and data-parallel chains, on JAX's own distributed engine.
 
-Three layouts, each with a ``jax.pmap`` path (users ask for it) and a ``jax.jit`` +
-``NamedSharding`` + ``jax.shard_map`` path (what new code should prefer); both give the
-same numbers. Nothing here re-implements the sampler: every step goes through the optax
-face (:func:`lpsampling.sgld` & co.) or the blackjax face (:mod:`lpsampling.blackjax`),
-which both call :func:`lpsampling.update.update_position`.
+Three layouts, each with a ``jax.pmap`` path and a ``jax.jit`` + ``NamedSharding`` +
+``jax.shard_map`` path (preferred); both give the same numbers. Every step goes through the
+optax or the blackjax face, i.e. :func:`lpsampling.update.update_position`.
 
-**1. Independent chains** (``C`` chains over ``D`` devices, ``C/D`` per device by
-``vmap``). You write one step of one chain, ``step_fn(carry, key) -> (carry, sample)``;
-it is run ``num_steps`` times with ``lax.scan`` on the chain's key stream
-``jax.random.split(keys[i], num_steps)``, so a chain's samples depend only on its own key
-and initial carry, never on how the chains are laid out::
+1. Independent chains over a ``"chains"`` axis: a chain's samples depend only on its own
+   key and initial carry (:func:`run_chains_sharded`, :func:`run_chains_pmap`,
+   :func:`run_chains_vmap`).
+2. One chain data-parallel over a ``"data"`` axis: gradients averaged with ``pmean``, the
+   same random draws on every replica, so the replicas stay bit-identical.
+3. Both at once on a ``("chains", "data")`` mesh (:func:`make_mesh`).
 
-    import jax, jax.numpy as jnp, optax, lpsampling as lps
-    from lpsampling import parallel as lpp
-
-    fmt = lps.FixedPoint(8, 6)
-    opt = lps.sgld(1e-2, num_data=N, weight_format=fmt, grad_format=fmt,
-                   accumulator="vc", key=jax.random.key(0))
-
-    def loss_fn(params, batch):             # the mean minibatch loss
-        x, y = batch
-        return jnp.mean(optax.sigmoid_binary_cross_entropy(x @ params["w"], y))
-
-    def batch_fn(key):                      # a minibatch drawn with the step's key
-        idx = jax.random.randint(key, (B,), 0, N)
-        return X[idx], Y[idx]
-
-    C = 8                                   # a multiple of the device count
-    k_init, k_state, k_run = jax.random.split(jax.random.key(1), 3)
-    params = lps.init_weights({"w": jnp.zeros((C, d))}, fmt, key=k_init)  # leading axis C
-    states = lpp.init_chain_states(opt, params, jax.random.split(k_state, C))
-    step_fn = lpp.optax_chain_step(opt, loss_fn, batch_fn)
-    keys = jax.random.split(k_run, C)                                      # one per chain
-    carry, samples = lpp.run_chains_sharded(step_fn, (params, states), keys, 1000)
-    # samples["w"]: (C, 1000, d), sharded over the chains; run_chains_pmap and
-    # run_chains_vmap (one device) give the same numbers
-
-blackjax users wrap their step the same way, ``lpp.blackjax_chain_step(alg.step,
-batch_fn, step_size)`` (the step's key is split into a minibatch key and the kernel key),
-with the initial positions as the carry.
-
-**2. One chain, data-parallel.** The minibatch is split over the devices of a ``"data"``
-axis, each device takes the gradient of the mean loss on its share, and the gradients are
-averaged with ``jax.lax.pmean``. The params and the optimizer state (whose PRNG key drives
-the Langevin noise and every stochastic rounding) are replicated, so every replica draws
-the same random numbers and the replicas stay bit-identical forever, in every precision
-mode::
-
-    params0 = lps.init_weights({"w": jnp.zeros(d)}, fmt, key=k_init)
-    mesh = lpp.make_data_mesh()                         # all devices on axis "data"
-    step = lpp.data_parallel_step_sharded(opt, loss_fn, mesh)
-    params, state = lpp.replicate((params0, opt.init(params0)), mesh)
-    for batch in batches:                               # the minibatch, (B, ...) leaves
-        params, state, loss = step(params, state, batch)
-
-    step = lpp.data_parallel_step_pmap(opt, loss_fn)    # the same with jax.pmap
-    params, state = lpp.pmap_replicate((params0, opt.init(params0)))
-    params, state, loss = step(params, state, batch)    # outputs carry a device axis
-
-For the blackjax face wrap the gradient estimator, whose per-device output (an estimate of
-the full-data gradient from the local share) is then averaged::
-
-    alg = lps.blackjax.sgld(lpp.pmean_grad_estimator(grad_estimator), weight_format=fmt)
-    step = lpp.data_parallel_kernel_sharded(alg.step, mesh)   # or data_parallel_kernel_pmap
-    position = step(rng_key, position, batch, step_size)      # rng_key: the same everywhere
-
-**3. Both at once** on a ``("chains", "data")`` mesh (:func:`make_mesh`):
-:func:`chains_data_parallel_step_sharded` (optax) and
-:func:`chains_data_parallel_kernel_sharded` (blackjax) shard the chains over ``"chains"``
-(``vmap`` inside a device) and each chain's minibatch ``(C, B, ...)`` over ``"data"``.
-
-Arguments not yet on the sharding a step expects are put there (:func:`replicate`,
-:func:`shard_batch`, :func:`shard_chains` do it ahead of time); outputs keep it, so a loop
-compiles once. Chain counts or batch sizes that do not split evenly, and meshes without
-the expected axis names, raise ``ValueError`` naming them.
-
-**Many hosts.** The sharded paths run unchanged in a multi-process job: every process
-runs the same script, joins the job with ``jax.distributed.initialize`` first, builds the
-mesh over ``jax.devices()`` (the devices of all processes) and calls the same steps.
-
-* Import order: ``jax.distributed.initialize`` must run before anything starts the JAX
-  backend, and importing blackjax does (blackjax 1.7 evaluates ``jnp.log(2.0)`` at import;
-  lpsampling imports it for its blackjax face). So initialize before ``import
-  lpsampling``::
-
-      import jax
-      jax.distributed.initialize()          # TPU pod slice; SLURM, Open MPI, ... GPUs
-      # jax.distributed.initialize("host0:1234", num_processes=P, process_id=i)  # by hand
-      import lpsampling as lps
-      from lpsampling import parallel as lpp
-
-  :func:`initialize_distributed` does the same with CPU collectives enabled, when nothing
-  has started the backend yet, and otherwise says what did.
-* TPU pod slices and GPU clusters under SLURM, Open MPI or Kubernetes: no arguments, JAX
-  detects the coordinator, process count and process id. Elsewhere pass
-  ``coordinator_address="host0:1234", num_processes=P, process_id=i`` in process ``i``;
-  every process must reach process 0 on that port. On CPU hosts the cross-process
-  collectives need ``jax.config.update("jax_cpu_collectives_implementation", "gloo")``
-  before initializing (the default in jax 0.10; :func:`initialize_distributed` sets it).
-* Data: either every process passes the same global minibatch (the step puts each
-  process's share on its devices), or each process loads its own share and builds the
-  global array with ``jax.make_array_from_process_local_data(NamedSharding(mesh,
-  P("data")), local_share)``; an array already on the right sharding is used as it is.
-* Results: replicated outputs (params, state and loss of a data-parallel chain) are whole
-  in every process (``np.asarray`` works); chain-sharded outputs are not: gather them with
-  ``jax.experimental.multihost_utils.process_allgather``.
-* Failure: pass bounded ``initialization_timeout`` / ``heartbeat_timeout_seconds`` /
-  ``shutdown_timeout_seconds``. When a process dies, JAX's coordination service ends the
-  others ("Terminating process because the JAX distributed service detected fatal
-  errors") within about those times instead of letting them hang; a process that is alive
-  but stuck is not detected, so long jobs want a watchdog of their own.
-* The ``jax.pmap`` paths run under ``jax.distributed`` too (``pmap`` spans the devices of
-  all processes), but each process passes only its own share: the data-parallel pmap
-  steps split the batch they are given over the *local* devices.
-
-``tests/parallel_worker.py`` runs a data-parallel chain as 2 processes × 2 fake CPU
-devices on localhost; ``tests/test_parallel.py`` checks it against the one-process run.
-
-**CPU note.** On the CPU backend (e.g. ``--xla_force_host_platform_device_count=8``) the
-data-parallel steps wait for their result before returning: XLA's in-process CPU
-collectives (jax 0.10) can deadlock when dozens of collective programs are queued without
-waiting. On GPU and TPU they return at once, as usual.
+The sharded paths run unchanged under ``jax.distributed.initialize`` (call it before
+importing lpsampling). Examples and multi-host setup: ``docs/parallel.md``.
 """
 
 from __future__ import annotations
@@ -776,8 +667,8 @@ def initialize_distributed(coordinator_address: str | None = None,
 
     Raises ``RuntimeError`` when the backend is already running. Importing blackjax starts
     it (blackjax 1.7), and lpsampling imports blackjax for its blackjax face: in that case
-    call ``jax.distributed.initialize`` yourself before ``import lpsampling`` (see the
-    module docstring).
+    call ``jax.distributed.initialize`` yourself before ``import lpsampling`` (see
+    ``docs/parallel.md``).
     """
     import sys
 

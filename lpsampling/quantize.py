@@ -1,27 +1,17 @@
 """Quantization onto a number format: nearest and stochastic rounding.
 
-All grid formats share one kernel: scale ``x`` by the local gap ``2**-k`` (an exact power
-of two), round to an integer, scale back, saturate. Low-bit floats with eight exponent bits
-reach float32 subnormals, which XLA on CPU flushes to zero in arithmetic, so they are rounded
-on the float32 bit pattern instead.
+One kernel for every grid format: scale ``x`` by the local gap ``2**-k`` (an exact power of
+two), round to an integer, scale back, saturate. 8-exponent-bit floats are rounded on the
+float32 bit pattern instead (XLA on CPU flushes subnormals to zero in arithmetic).
 
-Rounding rules
---------------
-* ``"nearest"``: the nearest grid value; exact ties go to the even integer code
-  (round-half-to-even) in every format. QPyTorch uses half-to-even for fixed point,
-  half-up for block floating point and half-away-from-zero for small floats, so results
-  differ from QPyTorch only on exact ties (and on QPyTorch's own double-rounding cases).
-* ``"stochastic"``: one of the two neighbouring grid values, the upper one with probability
-  equal to the fractional position of ``x`` in its gap, to a resolution of ``2**-24``
-  (fixed point, block floating point, floats with fewer than 8 exponent bits) or exactly
-  (8-exponent-bit floats, rounded on the bit pattern). Every element draws its own 32
-  random bits from ``key``; nothing is shared across an axis. The result is unbiased
-  except where saturation clips it.
+* ``"nearest"``: the nearest grid value; exact ties go to the even code, in every format.
+* ``"stochastic"``: the upper neighbour with probability equal to the fractional position of
+  ``x`` in its gap (resolution ``2**-24``; exact for 8-exponent-bit floats), 32 fresh random
+  bits per element; unbiased except where saturation clips.
 
-Special values: NaN stays NaN; ±inf saturates to the format's extremes (8-exponent-bit
-floats keep ±inf, as float32 does). Arithmetic is float32; the result is cast back to the
-input's dtype (float16, bfloat16, float32; float64 inputs are rounded to float32 first).
-The gradient of :func:`quantize` is the straight-through identity.
+NaN stays NaN; ±inf saturates. Arithmetic is float32, the result has the input's dtype; the
+gradient of :func:`quantize` is the straight-through identity. Full rules and the
+differences from QPyTorch: the formats page of the documentation (``docs/formats.md``).
 """
 
 from __future__ import annotations

@@ -3,16 +3,12 @@ r"""The update rule: one pure function for SGD and SGLD in every precision mode.
 Units: ``η`` is the learning rate on the *mean* minibatch loss, whose gradient is ``g``;
 the Langevin noise variance per step is ``v = 2ηT/N`` (dataset size ``N``, temperature
 ``T``); ``Q_W`` and ``Q_G`` are stochastic rounding onto the weight and gradient formats.
-With ``μ = θ − η·(Q_G(g) + wd·θ)`` (weight decay in full precision, after gradient
-quantization, as in the paper's code):
+With ``μ = θ − η·(Q_G(g) + wd·θ)`` (weight decay in full precision, as in the paper's code):
 
-===========================  ===================================================
-``accumulator="full"``        ``θ ← μ + sqrt(v)·ξ``; the model runs on ``Q_W(θ)``
-                              (SGLDLP-F; with ``FULL`` weights, plain SGLD)
-``accumulator="low"``         ``θ ← Q_W(μ + sqrt(v)·ξ)`` (naive SGLDLP-L)
-``accumulator="vc"``          ``θ ← Q_vc(μ, v)`` (VC SGLDLP-L)
-no noise (``v = None``)       the same rows without noise: SGD, SGDLP-F, SGDLP-L
-===========================  ===================================================
+* ``accumulator="full"`` (SGLDLP-F): ``θ ← μ + sqrt(v)·ξ``; the model runs on ``Q_W(θ)``;
+* ``accumulator="low"`` (naive SGLDLP-L): ``θ ← Q_W(μ + sqrt(v)·ξ)``;
+* ``accumulator="vc"`` (VC SGLDLP-L): ``θ ← Q_vc(μ, v)``;
+* no noise (``v = None``): the same rules without noise (SGD, SGDLP-F, SGDLP-L).
 
 Every face (optax, blackjax, parallel) calls :func:`update_position` and
 :func:`model_weights`; none re-implements any part of them.

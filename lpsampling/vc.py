@@ -1,52 +1,19 @@
 r"""The variance-corrected quantizer Q_vc of Zhang, Wilson & De Sa (ICML 2022).
 
-Given a mean ``μ`` and a target variance ``v`` per element, :func:`vc_quantize` returns a
-value on the format's grid with ``E[q] = μ`` and ``Var[q] = v`` exactly (wherever
-``v ≥ v_s``, below), so a low-precision accumulator can carry the Langevin noise *as*
-quantization noise instead of adding both. With gap ``Δ`` (fixed by ``μ``'s block or
-binade) and ``v₀ = Δ²/4``:
+:func:`vc_quantize` returns per element a value on the format's grid with ``E[q] = μ`` and
+``Var[q] = v`` (exactly wherever ``v ≥ v_s`` and the output stays in ``μ``'s block or
+binade), so a low-precision accumulator carries the Langevin noise *as* quantization noise.
+With gap ``Δ`` (fixed by ``μ``'s block or binade) and ``v₀ = Δ²/4``:
 
-* ``v > v₀``: ``x = μ + sqrt(v − v₀)·ξ``; ``q = nearest(x)``; ``r = x − q``; then add
-  ``c ∈ {+Δ, −Δ, 0}·sign(r)`` with ``P(+) = (v₀ + r² + |r|Δ)/(2Δ²)``,
-  ``P(−) = (v₀ + r² − |r|Δ)/(2Δ²)``. Then ``E[c | r] = r`` and ``Var[c | r] = v₀``, so the
-  output has mean ``μ`` and variance ``(v − v₀) + v₀ = v``.
-* ``v ≤ v₀``: ``q = stochastic_round(μ)``, whose variance is ``v_s = a(Δ − a)`` with
-  ``a = μ − Δ⌊μ/Δ⌋``; if ``v > v_s``, add ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each.
-  The variance is ``max(v, v_s)``. (The paper's released code takes the square root of a
-  negative number here for block floating point; the NaN silently turns the branch into
-  plain stochastic rounding. We compute it in units of ``Δ`` and never form that root.)
-  The two random choices are merged into one draw over ``{⌊μ⌋−Δ, ⌊μ⌋, ⌊μ⌋+Δ, ⌊μ⌋+2Δ}``.
+* ``v > v₀``: ``x = μ + sqrt(v − v₀)·ξ``, ``q = nearest(x)``, then add ``c ∈ {+Δ, −Δ, 0}``
+  with ``E[c | r] = r = x − q`` and ``Var[c | r] = v₀``;
+* ``v ≤ v₀``: stochastic rounding (variance ``v_s = a(Δ − a)``, ``a = μ − Δ⌊μ/Δ⌋``) plus
+  ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``.
 
-Noise far above the mean's grid. Where ``√v`` exceeds ``2**12·Δ`` (a bias or batch-norm
-shift sitting at 0 with a tiny gradient, any block of tiny values) the draw runs on a
-*working gap* ``2**(⌊log2 √v⌋ − 12)`` instead of ``Δ``: a multiple of ``Δ``, coarse enough
-that ``v`` in its units stays inside float32 (``v/Δ²`` overflowed before, and the output
-saturated at the format's largest value). The large-variance branch there gives mean ``μ``
-and variance ``v`` exactly; the result then lands far outside ``μ``'s block or binade and is
-re-rounded onto the format as below. Where the noise is within ``2**12`` gaps of the mean's
-grid the draw uses ``Δ`` itself.
-
-Staying on the format (the output is always a value of it):
-
-* Fixed point: every working gap is a multiple of ``2**-fl``; results beyond the range
-  saturate (as for plain stochastic rounding, the mean is then not exact).
-* Block floating point and low-bit floats: the output may leave ``μ``'s block range or
-  binade, where the grid is coarser. It is then stochastically re-rounded onto the format
-  (the identity for values already on it), keeping the mean exact: for block floating point
-  the block's exponent comes from the output's own block maximum, every element of such a
-  block is re-rounded onto that block's grid (adding at most ``Δ_out²/4`` variance, with
-  ``Δ_out`` the output block's gap), and an element that would round past the top code
-  ``2**(wl-1) − 1`` carries into the next exponent instead of being clipped
-  (:func:`lpsampling.quantize.round_unbiased_f32`; at most another ``Δ_out²/4``). So
-  ``max(v, v_s) ≤ Var[q] ≤ max(v, Δ²/4) + Δ_out²/2``, with equality on the left wherever
-  the output stays inside ``μ``'s block or binade.
-* A block whose mean is all zero has no gap: with ``v > 0`` the working gap follows the
-  noise as above; with ``v = 0`` the output is the mean itself, rounded onto the format.
-* Float32 subnormal means are read as zero (XLA on CPU flushes them in arithmetic).
-* ``FULL``: ``μ + sqrt(v)·ξ`` exactly (plain SGLD).
-* The range ends: fixed point and small floats saturate; ``FloatingPoint(8, m)`` overflows
-  to ±inf above its largest value, as float32 does; a block-floating-point block whose
-  exponent would pass 127 saturates.
+Where ``√v > 2**12·Δ`` the draw runs on a working gap ``2**(⌊log2 √v⌋ − 12)``. Outputs that
+leave ``μ``'s block or binade are stochastically re-rounded onto the format (mean exact), so
+``max(v, v_s) ≤ Var[q] ≤ max(v, Δ²/4) + Δ_out²/2`` (``Δ_out``: the output block's gap).
+Derivation and range ends: the formats page of the documentation (``docs/formats.md``).
 """
 
 from __future__ import annotations
@@ -171,7 +138,8 @@ def vc_quantize(
 
     Returns:
       An array like ``mean`` on the format's grid with ``E = μ`` and ``Var = max(v, v_s)``
-      (see the module docstring for ``v_s`` and the rules at range and binade edges).
+      (see the module docstring for ``v_s``, ``docs/formats.md`` for the rules at range
+      and binade edges).
     """
     check_format(fmt)
     mean = check_float_array(mean, "mean")

@@ -110,6 +110,23 @@ def gap(x: np.ndarray, fmt) -> np.ndarray:
     return np.where(k > -(10**6), np.exp2(k.astype(np.float64)), 0.0)
 
 
+def stochastic_rounding_neighbours(x: np.ndarray, fmt):
+    """(a, b, p): x's lower and upper neighbours on its own grid, each clipped to the
+    saturation bounds, and the exact probability of b. The kernels compare the fraction
+    with a uniform on a 2**-24 lattice, so p = ceil(f·2**24)/2**24 for a fraction f; the
+    8-exponent-bit floats compare raw mantissa bits, so there p = f exactly."""
+    x = daz(x, fmt)
+    d = gap(x, fmt)
+    safe = np.where(d > 0, d, 1.0)
+    lo = np.floor(x / safe) * safe
+    f = np.where(d > 0, (x - lo) / safe, 0.0)
+    p = f if keeps_subnormals(fmt) else np.ceil(f * 2.0**24) / 2.0**24
+    blo, bhi = bounds(x, fmt)
+    a = np.where(d > 0, np.clip(lo, blo, bhi), 0.0)  # no grid: the block quantizes to zero
+    b = np.where(d > 0, np.clip(lo + safe, blo, bhi), 0.0)
+    return a, b, p
+
+
 def stochastic_rounding_moments(x: np.ndarray, fmt) -> tuple[np.ndarray, ...]:
     """Exact mean, variance and fourth central moment of QPyTorch-style stochastic
     rounding of ``x`` (neighbours on x's own grid, each clipped to the saturation bounds)."""

@@ -44,7 +44,20 @@ def _top_level_api(module: ModuleType) -> GenerateSamplingAPI:
     return api
 
 
+#: Low-precision SGLD, a drop-in for ``blackjax.sgld``.
+#: ``sgld(grad_estimator, *, precision=None, **shortcuts)`` is
+#: :func:`lpsampling.blackjax.sgmcmc.sgld.as_top_level_api`; ``sgld.init`` and
+#: ``sgld.build_kernel`` are the module's lower layers.
+#:
+#: :meta hide-value:
 sgld = _top_level_api(sgmcmc.sgld)
+
+#: Cyclical low-precision SGLD. ``cyclical_sgld(grad_estimator, *, init_step_size,
+#: num_cycles, total_steps, exploration_ratio=0.0, precision=None, **shortcuts)`` is
+#: :func:`lpsampling.blackjax.sgmcmc.cyclical_sgld.as_top_level_api`; ``.init`` and
+#: ``.build_kernel`` are the module's lower layers.
+#:
+#: :meta hide-value:
 cyclical_sgld = _top_level_api(sgmcmc.cyclical_sgld)
 
 # The first release's name for the SGLD kernel builder.

@@ -1,20 +1,12 @@
 """Flax (Linen) layers that quantize activations and backpropagated errors.
 
-The paper's networks (Zhang, Wilson & De Sa, ICML 2022, after QPyTorch's ``Quantizer``
-module) insert a quantizer between layers: the forward pass rounds the activation onto the
-*activation* format, the backward pass rounds the incoming cotangent (the "error") onto the
-*error* format. :class:`Quantize` is that layer; :class:`QuantConfig` bundles the two
-formats and the rounding mode so that one value configures a whole model.
-
-Weights and gradients are **not** quantized here: the samplers (:mod:`lpsampling.optax`,
-:mod:`lpsampling.blackjax`) quantize the parameters the model runs on, and the gradients
-they receive, themselves. The layers only handle activations and errors.
-
-RNG: a stochastic-rounding :class:`Quantize` draws a fresh key from its own RNG stream,
-``"quantize"`` by default, on every call, so pass ``rngs={"quantize": key}`` to
-``model.apply`` (and to ``model.init``; at init Flax falls back to the ``"params"`` stream
-when ``"quantize"`` is absent). Layers whose formats are both ``FULL``, or that use
-``rounding="nearest"``, draw nothing and need no rng.
+:class:`Quantize` rounds the activation onto the *activation* format in the forward pass and
+the incoming cotangent (the "error") onto the *error* format in the backward pass, as
+QPyTorch's ``Quantizer`` module does in the paper's networks; :class:`QuantConfig` bundles
+the two formats and the rounding mode. Weights and gradients are quantized by the samplers,
+not here. A stochastic :class:`Quantize` draws a fresh key from its own ``"quantize"`` RNG
+stream on every call: pass ``rngs={"quantize": key}`` to ``model.apply`` (and
+``model.init``). Layers that are ``FULL`` or round to nearest draw nothing.
 """
 
 from __future__ import annotations

@@ -1,28 +1,12 @@
 """The paper's networks in Flax Linen, with activation/error quantizers where it puts them.
 
-Every model is a ``flax.linen`` module with fields ``num_classes`` and ``quant``
-(:class:`~lpsampling.flax.QuantConfig`, default: no quantization) and the call
-signature ``model(x, train)``; it returns logits of shape ``(batch, num_classes)``.
-
-RNG collections:
-
-* ``"params"`` for ``model.init``;
-* ``"quantize"`` for ``model.apply`` (and init) whenever ``quant.needs_rng``, i.e. when a
-  format is not ``FULL`` and rounding is stochastic. Quantization also runs at test time
-  (``train=False``), as in the paper's block-floating-point runs, so evaluation needs it too.
-* No model uses dropout: there is no ``"dropout"`` collection.
-
-Mutable state: :class:`ResNet` / :class:`ResNet18` keep BatchNorm running statistics
-(full precision) in ``"batch_stats"``; call ``model.apply(variables, x, train=True,
-mutable=["batch_stats"], rngs=...)`` when training. The other models are stateless.
-
-Weights are **not** quantized by these modules: the samplers quantize the parameters the
-model runs on (``weight_format``) and the gradients (``grad_format``). The models only
-quantize activations (forward) and errors (backward) through :class:`Quantize` layers.
-
-Initialisation follows PyTorch's defaults, as in the paper's released code: kernels and
-biases uniform in ``±1/sqrt(fan_in)``, BatchNorm scale 1 and bias 0, BatchNorm momentum
-0.1 in PyTorch's convention (``momentum=0.9`` here) and ``eps=1e-5``.
+Every model has fields ``num_classes`` and ``quant`` (:class:`~lpsampling.flax.QuantConfig`,
+default: no quantization), is called as ``model(x, train)`` and returns logits
+``(batch, num_classes)``. RNG collections: ``"params"`` for ``model.init``, ``"quantize"``
+whenever ``quant.needs_rng`` (at test time too); no dropout. :class:`ResNet` /
+:class:`ResNet18` keep full-precision BatchNorm statistics in ``"batch_stats"`` (train with
+``mutable=["batch_stats"]``). Weights are quantized by the samplers, not here.
+Initialisation follows PyTorch's defaults, as in the paper's code (``docs/flax.md``).
 """
 
 from __future__ import annotations
@@ -211,7 +195,7 @@ class ResNet(nn.Module):
 
     Stem ``conv3x3(widths[0], stride 1) -> Q -> BN -> relu -> Q`` (no max-pool); stages of
     :class:`BasicBlock` (``stage_sizes`` blocks of ``widths[i]`` channels, the first block
-    of stage ``i`` with stride ``strides[i]``); ``pool_size``×``pool_size`` average pool
+    of stage ``i`` with stride ``strides[i]``); ``pool_size × pool_size`` average pool
     (4×4 on the 4×4 final map of a 32×32 input); flatten; linear classifier. The pooling and
     classifier are unquantized. Quantizers: ``2 + 3 * sum(stage_sizes)``.
 

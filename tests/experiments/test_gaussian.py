@@ -1,4 +1,4 @@
-"""Tests for lpsampling.gaussian (the paper's Figure 1)."""
+"""Tests for lpsampling.experiments.gaussian (the paper's Figure 1)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from lpsampling.formats import FixedPoint
-from lpsampling.gaussian import (
+from lpsampling.experiments.gaussian import (
     default_num_steps,
     gaussian_experiment,
     naive_variance_law,
     plot_gaussian,
 )
+from lpsampling.formats import FixedPoint
 
 
 def test_law_and_default_steps():

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from lpsampling import cli
+from lpsampling.experiments import cli
 
-# the tiny setting of tests/test_train.py (so compiled functions are shared in one session)
+# the tiny setting of tests/experiments/conftest.py (compiled functions are shared)
 TINY = ["--train-subset", "128", "--test-subset", "64", "--batch-size", "32",
         "--epochs", "2", "--no-progress"]
 

@@ -1,0 +1,279 @@
+"""One experiment as a frozen, validated :class:`RunConfig`; the paper's presets; the
+sampling plan (:func:`sample_epochs`) and the dataset of a run (:func:`prepare_data`).
+
+Names are resolved once, on construction, into ``method_spec`` and ``format_spec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from lpsampling.data import Dataset, load_dataset
+from lpsampling.experiments.registry import (
+    FormatSpec,
+    MethodSpec,
+    get_dataset,
+    get_format,
+    get_method,
+    get_model,
+    get_schedule,
+    method_label,
+)
+
+__all__ = ["RunConfig", "PRESETS", "sample_epochs", "prepare_data"]
+
+# Fields that neither the compiled functions nor a checkpoint depend on.
+_NOT_TRAINING = ("data_dir", "checkpoint_dir", "checkpoint_every", "num_bins",
+                 "eval_batch_size")
+
+
+def _check_pos_int(name: str, value: Any, *, allow_none: bool = False, minimum: int = 1):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, *, positive: bool = False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} and finite, "
+                         f"got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One experiment: dataset × model × method × format × hyperparameters × seed.
+
+    The defaults are the quick setting of ``lpsampling compare``: scikit-learn's digits,
+    an MLP with 100 hidden units, 60 epochs of batch 64 (22 steps each), lr 0.5 with the
+    paper's decay schedule, weight decay 5e-4, a cold posterior ``T = 0.01`` (the paper's
+    CIFAR runs use ``T = 1e-3``; at ``T = 1`` SGLD on digits trades accuracy for spread),
+    2 cycles of 30 epochs for the cyclical methods; 12 samples (cyclical: 4 per cycle).
+    :data:`PRESETS` hold the paper's CIFAR settings.
+
+    Names are normalised (lower case; ``method`` uses ``-``, ``dataset`` uses ``_``) and
+    validated on construction: unknown names raise ``ValueError`` listing the choices.
+    The resolved specs are the attributes ``method_spec`` and ``format_spec``.
+
+    Attributes:
+      dataset: one of :data:`lpsampling.data.DATASETS`.
+      data_dir: directory of the dataset files (not needed for ``digits``).
+      model: one of :data:`~lpsampling.experiments.registry.MODEL_NAMES`.
+      method: one of :data:`~lpsampling.experiments.registry.METHODS`.
+      format: a name accepted by :func:`~lpsampling.experiments.registry.get_format`.
+      epochs: training epochs.
+      batch_size: minibatch size (the last incomplete batch of an epoch is dropped).
+      lr: step size ``η`` on the mean minibatch loss (initial value for schedules).
+      schedule: ``"constant"``, ``"decay"`` or ``"cyclical"``; None picks ``"cyclical"``
+        for the cyclical methods and ``"decay"`` otherwise. Cyclical methods require
+        ``"cyclical"`` and the others forbid it.
+      temperature: ``T`` (1 samples the posterior; the paper's CIFAR runs use 1e-3).
+      weight_decay: Gaussian prior ``wd`` per datum (in the sampler, full precision).
+      num_cycles: cycles of the cyclical methods (``epochs`` must be a multiple).
+      exploration_ratio: first fraction of each cycle without noise (cyclical only; 0:
+        noise on every step, as the low-precision paper; the original cSGLD paper
+        samples only late in each cycle).
+      samples: SGLD methods: number of samples, one per epoch over the last ``samples``
+        epochs; None: ``round(epochs · 50/245)`` (the paper's ratio), at least 1.
+      cycle_samples: cyclical methods: samples per cycle, one per epoch over the last
+        ``cycle_samples`` epochs of each cycle; None: ``round(epochs_per_cycle / 7)``
+        (the paper's 5 of 35), at least 1.
+      seed: seed of initialisation, data order, sampler, quantizers and evaluation.
+      num_bins: ECE bins.
+      augment: random crop and horizontal flip of training images (the CIFAR
+        augmentation; padding ``max(1, H // 8)``: 4 for 32×32).
+      eval_batch_size: test-time batch size.
+      train_subset, test_subset: use only the first n training / test examples.
+      checkpoint_dir: directory for orbax checkpoints (None: no checkpoints).
+      checkpoint_every: steps between checkpoints (0: only at the end of training).
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "mlp"
+    method: str = "sgld"
+    format: str = "fp32"
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 0.5
+    schedule: str | None = None
+    temperature: float = 0.01
+    weight_decay: float = 5e-4
+    num_cycles: int = 2
+    exploration_ratio: float = 0.0
+    samples: int | None = None
+    cycle_samples: int | None = None
+    seed: int = 0
+    num_bins: int = 15
+    augment: bool = False
+    eval_batch_size: int = 1000
+    train_subset: int | None = None
+    test_subset: int | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    # resolved from ``method`` and ``format`` on construction (not arguments)
+    method_spec: MethodSpec = dataclasses.field(init=False, repr=False, compare=False)
+    format_spec: FormatSpec = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._resolve_names()
+        self._check_numbers()
+        self._check_sampling_plan()
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def _resolve_names(self) -> None:
+        self._set("dataset", get_dataset(self.dataset))
+        self._set("model", get_model(self.model))
+        spec, fspec = get_method(self.method), get_format(self.format)
+        self._set("method", spec.name)
+        self._set("method_spec", spec)
+        self._set("format", fspec.name)
+        self._set("format_spec", fspec)
+        if fspec.is_full and spec.fp_label is None:
+            raise ValueError(
+                f"method {spec.name!r} ({spec.lp_label}) needs a low-precision format "
+                f"(e.g. fixed8 or bfp8), got {self.format!r}; in full precision use "
+                f"'sgld', 'sgd' or 'csgld'")
+        if self.schedule is None:
+            sched = "cyclical" if spec.cyclical else "decay"
+        else:
+            sched = get_schedule(self.schedule)
+        if spec.cyclical and sched != "cyclical":
+            raise ValueError(f"method {spec.name!r} is cyclical: its schedule is "
+                             f"'cyclical', got {sched!r}")
+        if not spec.cyclical and sched == "cyclical":
+            raise ValueError(f"the 'cyclical' schedule belongs to the cyclical methods "
+                             f"(csgld, csgld-f, vc-csgldlp-l, csgldlp-l); method "
+                             f"{spec.name!r} takes 'constant' or 'decay'")
+        self._set("schedule", sched)
+
+    def _check_numbers(self) -> None:
+        for name in ("epochs", "batch_size", "num_cycles", "num_bins", "eval_batch_size"):
+            _check_pos_int(name, getattr(self, name))
+        for name in ("samples", "cycle_samples", "train_subset", "test_subset"):
+            _check_pos_int(name, getattr(self, name), allow_none=True)
+        _check_pos_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        _check_pos_int("seed", self.seed, minimum=0)
+        _check_float("lr", self.lr, positive=True)
+        _check_float("temperature", self.temperature)
+        _check_float("weight_decay", self.weight_decay)
+        _check_float("exploration_ratio", self.exploration_ratio)
+        if not 0.0 <= float(self.exploration_ratio) < 1.0:
+            raise ValueError(f"exploration_ratio must be in [0, 1), got {self.exploration_ratio}")
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be a bool, got {self.augment!r}")
+
+    def _check_sampling_plan(self) -> None:
+        if not self.method_spec.cyclical:
+            if self.samples is not None and self.samples > self.epochs:
+                raise ValueError(f"samples ({self.samples}) exceeds epochs ({self.epochs}): "
+                                 "one sample is taken per epoch")
+            return
+        if self.epochs % self.num_cycles:
+            raise ValueError(f"epochs ({self.epochs}) must be a multiple of num_cycles "
+                             f"({self.num_cycles}) for cyclical methods")
+        epc = self.epochs // self.num_cycles
+        if self.cycle_samples is not None and self.cycle_samples > epc:
+            raise ValueError(f"cycle_samples ({self.cycle_samples}) exceeds the "
+                             f"{epc} epochs of a cycle")
+        first = epc - self.resolved_cycle_samples
+        if first / epc < float(self.exploration_ratio):
+            raise ValueError(
+                f"samples are taken over the last {self.resolved_cycle_samples} epochs of "
+                f"each {epc}-epoch cycle, which starts inside the exploration stage "
+                f"(exploration_ratio={self.exploration_ratio}); lower cycle_samples or "
+                f"exploration_ratio")
+
+    # ---- derived values
+
+    @property
+    def label(self) -> str:
+        """The paper's method label, e.g. ``"VC SGLDLP-L"``."""
+        return method_label(self.method, self.format)
+
+    @property
+    def resolved_samples(self) -> int:
+        if self.samples is not None:
+            return int(self.samples)
+        return max(1, round(self.epochs * 50 / 245))
+
+    @property
+    def resolved_cycle_samples(self) -> int:
+        if self.cycle_samples is not None:
+            return int(self.cycle_samples)
+        return max(1, round(self.epochs // self.num_cycles / 7))
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-ready)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def training_dict(self) -> dict[str, Any]:
+        """The fields a checkpoint must agree on (all but paths and evaluation options)."""
+        d = self.to_dict()
+        for k in _NOT_TRAINING:
+            d.pop(k)
+        return d
+
+    def compile_key(self) -> RunConfig:
+        """This config with every field the compiled functions ignore reset (the seed,
+        paths, evaluation options): the runs of one key share their compiled engine."""
+        return self.replace(seed=0, **{k: getattr(RunConfig, k) for k in _NOT_TRAINING})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-cifar10": dict(
+        dataset="cifar10", model="resnet18", epochs=245, batch_size=128, lr=0.5,
+        weight_decay=5e-4, temperature=1e-3, samples=50, num_cycles=7, cycle_samples=5,
+        augment=True, eval_batch_size=1000,
+    ),
+    "paper-cifar100": dict(
+        dataset="cifar100", model="resnet18", epochs=245, batch_size=128, lr=0.5,
+        weight_decay=5e-4, temperature=1e-3, samples=50, num_cycles=7, cycle_samples=5,
+        augment=True, eval_batch_size=1000,
+    ),
+}
+"""Named settings from the paper's released scripts (ResNet-18, 245 epochs, batch 128,
+lr 0.5 with the decay schedule, weight decay 5e-4, temperature 1e-3, 50 samples; cyclical:
+7 cycles of 35 epochs, 5 samples per cycle)."""
+
+
+def sample_epochs(config: RunConfig) -> list[int]:
+    """The (0-based) epochs at whose end a posterior sample is taken."""
+    spec = config.method_spec
+    e = config.epochs
+    if spec.kind == "sgd":
+        return [e - 1]
+    if spec.cyclical:
+        epc = e // config.num_cycles
+        k = config.resolved_cycle_samples
+        return [c * epc + j for c in range(config.num_cycles) for j in range(epc - k, epc)]
+    return list(range(e - config.resolved_samples, e))
+
+
+def prepare_data(config: RunConfig, dataset: Dataset | None = None) -> Dataset:
+    """The dataset of a run: ``dataset`` (or the one ``config`` names, loaded) cut to
+    ``train_subset`` / ``test_subset``."""
+    if dataset is None:
+        dataset = load_dataset(config.dataset, config.data_dir)
+    elif dataset.name != config.dataset:
+        raise ValueError(f"dataset {dataset.name!r} given for a config of {config.dataset!r}")
+    if config.train_subset is None and config.test_subset is None:
+        return dataset
+    tr = config.train_subset or dataset.num_train
+    te = config.test_subset or dataset.num_test
+    return Dataset(dataset.x_train[:tr], dataset.y_train[:tr], dataset.x_test[:te],
+                   dataset.y_test[:te], dataset.num_classes, dataset.name,
+                   dataset.vocab_size)

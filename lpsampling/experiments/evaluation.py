@@ -1,0 +1,175 @@
+"""Evaluation of a run: the Bayesian model average ``(1/S) Σ_s softmax(f(x; θ_s))`` of its
+sample bank on the test set (error, NLL, ECE, the paper's 9-bin ECE), and
+:func:`run_experiment` (train → evaluate → JSON record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lpsampling import bank as sample_bank
+from lpsampling import metrics as _metrics
+from lpsampling._io import write_json_atomic
+from lpsampling.data import Dataset
+from lpsampling.experiments.config import RunConfig, prepare_data
+from lpsampling.experiments.engine import get_engine, run_keys
+from lpsampling.experiments.loop import TrainOutput, train
+
+__all__ = ["EmptySampleBankError", "RunResult", "evaluate", "run_experiment"]
+
+
+class EmptySampleBankError(ValueError):
+    """Evaluation was asked for, but no posterior sample has been collected."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`run_experiment` returns: the JSON-ready ``record`` and the BMA
+    predictive probabilities on the test set (for reliability diagrams)."""
+
+    record: dict[str, Any]
+    probs: np.ndarray
+    labels: np.ndarray
+    output: TrainOutput
+
+
+def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
+             ) -> tuple[dict[str, Any], np.ndarray]:
+    """Bayesian model average of the collected samples on the test set.
+
+    Streams the samples one at a time (each with its own BatchNorm statistics) through
+    the model, averaging softmax probabilities.
+
+    Returns:
+      ``(metrics, probs)``: error, NLL, ECE (``num_bins`` bins), the paper's 9-bin ECE,
+      the error of the last sample alone; and the ``(N, C)`` BMA probabilities.
+
+    Raises:
+      EmptySampleBankError: (a ``ValueError``) when no sample has been collected.
+    """
+    config = output.config
+    ds = prepare_data(config, dataset)
+    engine = output.engine or get_engine(config, ds)
+    bank, stats_bank = output.state.bank, output.state.stats_bank
+    size = int(min(int(bank.count), bank.capacity))
+    if size == 0:
+        raise EmptySampleBankError(
+            f"the sample bank is empty: no posterior sample was collected (training stopped "
+            f"at step {output.step} of {output.total_steps}; samples are taken at the end "
+            f"of epochs {_short_list(output.sample_epochs)})")
+    n, c = ds.num_test, ds.num_classes
+    bsz = min(config.eval_batch_size, n)
+    k_eval = run_keys(config.seed).eval
+    bma = _metrics.bma_init(n, c)
+    last = None
+    for i in range(size):
+        idx = jnp.asarray(i, jnp.int32)
+        params = engine.bank_get(bank, idx)
+        bstats = None if stats_bank is None else engine.bank_get(stats_bank, idx)
+        k_i = jax.random.fold_in(k_eval, i)
+        chunks = []
+        for j, start in enumerate(range(0, n, bsz)):
+            xb = ds.x_test[start:start + bsz]
+            m = xb.shape[0]
+            if m < bsz:  # pad: one compiled shape
+                xb = np.concatenate([xb, np.zeros((bsz - m,) + xb.shape[1:], xb.dtype)])
+            logits = engine.eval_logits(params, bstats, xb, jax.random.fold_in(k_i, j))
+            chunks.append(logits[:m])
+        logits = jnp.concatenate(chunks, axis=0)
+        bma = _metrics.bma_update(bma, logits)
+        last = logits
+    probs = _metrics.bma_probs(bma)
+    labels = jnp.asarray(ds.y_test)
+    out = {
+        "error": float(_metrics.error_rate(probs, labels)),
+        "nll": float(_metrics.nll(probs, labels)),
+        "ece": float(_metrics.expected_calibration_error(probs, labels, config.num_bins)),
+        "ece_num_bins": config.num_bins,
+        "paper_ece": float(_metrics.paper_ece(probs, labels)),
+        "paper_ece_num_bins": 9,
+        "last_sample_error": float(_metrics.error_rate(last, labels)),
+        "num_samples": size,
+        "num_test": n,
+    }
+    return out, np.asarray(probs)
+
+
+def _short_list(xs: Sequence[int]) -> str:
+    xs = list(xs)
+    if len(xs) <= 6:
+        return str(xs)
+    return f"[{xs[0]}, {xs[1]}, ..., {xs[-1]}] ({len(xs)} epochs)"
+
+
+def _num_params(params: Any) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def run_experiment(
+    config: RunConfig,
+    *,
+    dataset: Dataset | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Train, sample, evaluate; optionally write the JSON record to ``out`` (atomically,
+    only once everything succeeded).
+
+    The record holds the config, the method and format labels, the metrics (error, NLL,
+    ECE, paper ECE, last-sample error), the sample-bank bytes (packed and as float32),
+    the history per epoch and timings.
+    """
+    ds = prepare_data(config, dataset)
+    output = train(config, dataset=ds, resume=resume, progress=progress, on_step=on_step)
+    t0 = time.perf_counter()
+    metrics, probs = evaluate(output, dataset=ds)
+    eval_time = time.perf_counter() - t0
+    fspec = config.format_spec
+    n_params = _num_params(output.state.params)
+    cap = output.state.bank.capacity
+    nbytes = sample_bank.nbytes(output.state.bank)
+    record = {
+        "label": config.label,
+        "format_label": fspec.label,
+        "method": config.method,
+        "format": config.format,
+        "formats": fspec.describe(),
+        "config": config.to_dict(),
+        "metrics": metrics,
+        "sample_epochs": output.sample_epochs,
+        "num_params": n_params,
+        "bank": {
+            "capacity": cap,
+            "nbytes": nbytes,
+            "float32_nbytes": 4 * n_params * cap,
+            "ratio_vs_float32": nbytes / (4 * n_params * cap),
+            "stats_nbytes": (0 if output.state.stats_bank is None
+                             else sample_bank.nbytes(output.state.stats_bank)),
+        },
+        "steps": output.step,
+        "steps_per_epoch": output.steps_per_epoch,
+        "history": output.history,
+        "timing": {"train_s": output.train_time_s, "eval_s": eval_time,
+                   "resumed_from_step": output.resumed_from},
+        "versions": {"jax": jax.__version__, "lpsampling": _version()},
+        "complete": True,
+    }
+    if out is not None:
+        write_json_atomic(out, record)
+    return RunResult(record=record, probs=probs, labels=np.asarray(ds.y_test), output=output)
+
+
+def _version() -> str:
+    from lpsampling import __version__
+
+    return __version__
