@@ -32,11 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lpsampling import bank as sample_bank
 from lpsampling._io import write_text_atomic
 from lpsampling.data import load_dataset
 from lpsampling.experiments import RunConfig, cross_entropy, make_train_step
 from lpsampling.formats import Full
-from lpsampling.storage import sample_bank_add, sample_bank_init, sample_bank_nbytes
 
 # (row label, method, format); the first row is the baseline
 ROWS = [
@@ -177,17 +177,17 @@ def main(argv=None) -> int:
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(runners[0].state.params))
     f32_bytes = 4 * n_params * args.samples
     bank_rows = []
-    add = jax.jit(sample_bank_add)
+    add = jax.jit(sample_bank.add)
     for r in runners:
         key = r.fmt
         if key in {b[0] for b in bank_rows}:
             continue
         params = r.state.params
-        bank = sample_bank_init(params, r.engine.fspec.weight, args.samples)
+        bank = sample_bank.init(params, r.engine.fspec.weight, args.samples)
         for _ in range(args.samples):
             bank = add(bank, params)
         jax.block_until_ready(bank)
-        nbytes = sample_bank_nbytes(bank)
+        nbytes = sample_bank.nbytes(bank)
         bank_rows.append((key, repr(r.engine.fspec.weight), nbytes, nbytes / f32_bytes))
 
     load_end = os.getloadavg()
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     lines += [
         "",
         f"Sample bank of {args.samples} samples of the CNN's weights, bytes actually held "
-        "(`lpsampling.storage.sample_bank_nbytes` on a filled bank; codes + block exponents):",
+        "(`lpsampling.bank.nbytes` on a filled bank; codes + block exponents):",
         "",
         "| format | weight format | bank bytes | × float32 | ≤ 0.26× |",
         "|---|---|---|---|---|",

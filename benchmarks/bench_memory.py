@@ -21,7 +21,7 @@ naive SGLDLP-L and VC SGLDLP-L (the state holds only the grid weights):
 Then what a deployment would keep: the grid weights packed with ``lpsampling.storage.pack``
 (int8 codes, plus int8 block exponents for block floating point) versus float32, and a
 posterior sample bank of ``--capacity`` (50) ResNet-18 samples, packed versus float32
-stacked, from real ``SampleBank`` arrays (``sample_bank_nbytes``).
+stacked, from real ``SampleBank`` arrays (``lps.bank.nbytes``).
 
 Simulated low precision keeps float32 arrays inside the step: XLA has no 8-bit arithmetic
 here, so the step's working memory does not shrink (SGLDLP-F even doubles the state with its
@@ -231,12 +231,12 @@ def child_main(mode: str, model_name: str, capacity: int) -> None:
     before = _current_rss()
     reset = _reset_peak_rss()
     if mode.startswith("bank-"):
-        from lpsampling.storage import sample_bank_add, sample_bank_init
+        from lpsampling import bank as sample_bank
 
         fmt = step_format() if mode == "bank-packed" else lps.FULL
         params = grid_weights(real_params(shapes, 0), step_format(), jax.random.key(2))
-        bank = sample_bank_init(params, fmt, capacity)
-        add = jax.jit(sample_bank_add, donate_argnums=(0,)).lower(bank, params).compile()
+        bank = sample_bank.init(params, fmt, capacity)
+        add = jax.jit(sample_bank.add, donate_argnums=(0,)).lower(bank, params).compile()
         jax.block_until_ready(bank)
         peak_setup = _peak_rss()
         jax.clear_caches()  # the eager ops' executables; the compiled step is held here
@@ -277,7 +277,8 @@ def run_child(mode: str, model_name: str, capacity: int) -> dict:
 
 
 def storage_rows(shapes, capacity: int, formats) -> list[dict]:
-    from lpsampling.storage import pack, sample_bank_add, sample_bank_init, sample_bank_nbytes
+    from lpsampling import bank as sample_bank
+    from lpsampling.storage import pack
 
     theta = real_params(shapes, 0)
     f32 = tree_nbytes(theta)
@@ -288,21 +289,21 @@ def storage_rows(shapes, capacity: int, formats) -> list[dict]:
         nb = sum(p.nbytes for p in jax.tree.leaves(
             packed, is_leaf=lambda x: hasattr(x, "codes")))
         rows.append({"what": f"params on the grid, packed ({fmt!r})", "lp": nb, "f32": f32})
-        add = jax.jit(sample_bank_add, donate_argnums=(0,))
-        bank = sample_bank_init(grid, fmt, capacity)
+        add = jax.jit(sample_bank.add, donate_argnums=(0,))
+        bank = sample_bank.init(grid, fmt, capacity)
         for _ in range(capacity):
             bank = add(bank, grid)
         jax.block_until_ready(bank)
-        lp_bank = sample_bank_nbytes(bank)
+        lp_bank = sample_bank.nbytes(bank)
         del bank
         rows.append({"what": f"sample bank, {capacity} samples, packed ({fmt!r})",
                      "lp": lp_bank, "f32": None})
-    bank32 = sample_bank_init(theta, lps.FULL, capacity)
-    add = jax.jit(sample_bank_add, donate_argnums=(0,))
+    bank32 = sample_bank.init(theta, lps.FULL, capacity)
+    add = jax.jit(sample_bank.add, donate_argnums=(0,))
     for _ in range(capacity):
         bank32 = add(bank32, theta)
     jax.block_until_ready(bank32)
-    b32 = sample_bank_nbytes(bank32)
+    b32 = sample_bank.nbytes(bank32)
     del bank32
     for r in rows:
         if r["f32"] is None:
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                  "`VmHWM` (`ru_maxrss` of a child also counts its forking parent's RSS, carried "
                  "across exec). *Before*: after the imports and XLA's start. *Setup*: the "
                  "arrays, `init` and compiling the step. *Run*: 3 jitted steps (bank rows: "
-                 f"{args.capacity} `sample_bank_add`s into a preallocated bank). "
+                 f"{args.capacity} `lps.bank.add`s into a preallocated bank). "
                  + ("The mark is reset (`/proc/self/clear_refs`) before each phase. "
                     if reset else "The mark could not be reset: later phases include earlier "
                     "peaks. ")
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{mib(v['after_setup'])} | {mib(v['peak_run'])} | "
                      f"{mib(v['peak_run'] - v['after_setup'])} | {mib(held)} | {ratio} |")
     L.append("\nStorage a deployment keeps (real arrays; packed = `lpsampling.storage.pack`, "
-             "bank = `SampleBank`, bytes from `sample_bank_nbytes`):\n")
+             "bank = `SampleBank`, bytes from `lps.bank.nbytes`):\n")
     L.append("| what | low precision MiB | float32 MiB | ratio |")
     L.append("|---|---:|---:|---:|")
     for r in store:

@@ -8,6 +8,8 @@ Layers, one way: formats → quantize / vc_quantize → one update rule (``updat
 (``lps.sgld`` & co. for optax, ``lps.blackjax``, ``lps.flax``, ``lps.parallel``, the CLI).
 """
 
+from lpsampling import bank, formats, optax, schedules, storage, update, vc
+from lpsampling.bank import SampleBank
 from lpsampling.formats import (
     FULL,
     BlockFloatingPoint,
@@ -28,9 +30,8 @@ from lpsampling.optax import (
 )
 from lpsampling.quantize import quantize, quantize_tree, quantizer
 from lpsampling.schedules import cyclical_schedule, paper_decay_schedule
-from lpsampling.storage import (
+from lpsampling.storage import (  # sample_bank_*: deprecated aliases of lps.bank.*
     Packed,
-    SampleBank,
     load_packed,
     pack,
     sample_bank_add,
@@ -66,29 +67,25 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lpsampling' has no attribute {name!r}")
 
 __all__ = [
+    # functions, classes and constants
     "ACCUMULATORS",
-    "FULL",
     "BlockFloatingPoint",
-    "FixedPoint",
-    "FloatingPoint",
-    "Format",
-    "Full",
-    "Packed",
-    "Precision",
-    "SampleBank",
-    "SGMCMCState",
-    "blackjax",
-    "experiments",
-    "parallel",
     "current_learning_rate",
     "cyclical_schedule",
     "cyclical_sgld",
+    "FixedPoint",
+    "FloatingPoint",
+    "Format",
+    "FULL",
+    "Full",
     "grid_gap",
     "init_weights",
     "is_sampling",
     "load_packed",
     "pack",
+    "Packed",
     "paper_decay_schedule",
+    "Precision",
     "quantize",
     "quantize_tree",
     "quantizer",
@@ -98,9 +95,20 @@ __all__ = [
     "sample_bank_nbytes",
     "sample_bank_size",
     "sample_bank_stack",
+    "SampleBank",
     "save_packed",
     "sgd",
     "sgld",
+    "SGMCMCState",
     "unpack",
     "vc_quantize",
+    # submodules (the lazy ones are imported on first access)
+    "bank",
+    "formats",
+    "optax",
+    "schedules",
+    "storage",
+    "update",
+    "vc",
+    *_LAZY_SUBMODULES,
 ]

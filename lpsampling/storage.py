@@ -1,93 +1,13 @@
-"""Real low-precision storage: packed integer codes and a posterior sample bank.
+"""Real low-precision storage: a float tensor as the integer codes of a number format.
 
-:func:`pack` turns a float tensor into the integer codes of a number format (plus one
-shared exponent per block for block floating point); :func:`unpack` turns them back. This
-is actual storage, not simulation: an 8-bit format takes one byte per element, a 4-bit
-format half a byte.
-
-Rounding
---------
-``pack(x, fmt)`` first rounds ``x`` to the grid with ``quantize(x, fmt, rounding="nearest")``
-(computed in float32, whatever the dtype of ``x``). For ``x`` already on the grid this is the
-identity, so ``unpack(pack(x, fmt))`` equals ``x`` bit for bit for every ``x`` on the grid,
-in its original dtype and shape — except that ``-0.0`` comes back as ``+0.0`` for fixed
-point and block floating point (their integer codes have no negative zero; small floats
-keep the sign of zero). Values that quantize flushes to zero (float32 subnormals under
-block floating point) are stored as zero.
-
-Layouts and bytes per element
------------------------------
-Code widths (``bits`` = ``wl`` for fixed and block floating point, ``1 + exp + man`` for
-floats):
-
-=============  =====================================  ==================================
-bits           fixed point / block floating point     floating point
-=============  =====================================  ==================================
-``<= 4``       two codes per ``uint8`` byte (0.5 B)   two codes per ``uint8`` byte (0.5 B)
-``<= 8``       ``int8`` (1 B)                         ``uint8`` (1 B)
-``<= 16``      ``int16`` (2 B)                        ``uint16`` (2 B)
-``<= 32``      ``int32`` (4 B)                        ``uint32`` (4 B)
-=============  =====================================  ==================================
-
-* **Nibbles** (bits <= 4): the tensor is flattened (C order), padded with one zero code to
-  even length, and element ``2j`` goes into the low nibble of byte ``j``, element ``2j+1``
-  into the high nibble; ``codes`` has shape ``(ceil(n / 2),)``. Signed codes are stored as
-  4-bit two's complement. Wider codes keep the tensor's shape.
-* **FixedPoint(wl, fl)**: code = the integer ``x * 2**fl``. No exponent (``exponents`` is
-  None). With ``clamp=False`` out-of-range values saturate to the ``wl``-bit code range.
-* **BlockFloatingPoint(wl, ...)**: code = the integer mantissa ``m`` with value
-  ``m * 2**(e + 2 - wl)``, where ``e`` is the block's exponent
-  (:func:`lpsampling.formats.block_exponent`), plus one ``int8`` exponent per block.
-  ``exponents`` has the *block shape*, broadcastable against the tensor:
-
-  - ``axis=k``: the tensor's shape with every axis but ``k`` set to 1 (``keepdims``);
-    a 1-D tensor with ``axis=0`` has one exponent per element;
-  - ``axis=None``: ``(1,) * ndim`` (one exponent);
-  - ``block_size=b``: ``shape[:-1] + (shape[-1] // b, 1)``, broadcastable against the
-    tensor reshaped to ``shape[:-1] + (shape[-1] // b, b)``;
-  - a 0-d tensor: shape ``()``.
-
-  An all-zero block stores the exponent ``-128`` (a sentinel) and zero codes. The
-  exponents add ``1 / block_elements`` bytes per element.
-* **FloatingPoint(exp, man)**: code = the ``(1 + exp + man)``-bit pattern
-  ``sign | biased exponent | mantissa`` with bias ``2**(exp-1) - 1`` and subnormals at
-  biased exponent 0. For ``exp < 8`` (QPyTorch convention) no code is reserved for
-  inf/NaN: the top biased exponent ``2**exp - 1`` is the ordinary binade ``2**(exp-1)``.
-  For ``exp == 8`` the codes are IEEE-style (float32's top ``9 + man`` bits): biased
-  exponent 255 with zero mantissa is ±inf, with nonzero mantissa NaN. Encoding and
-  decoding work on the float32 bit pattern with integer operations, because XLA on CPU
-  flushes subnormals in float arithmetic.
-* **FULL**: nothing is encoded: ``codes`` is ``x`` itself, in its own dtype (4 B per
-  element for float32), and ``exponents`` is None.
-
-Special values
---------------
-NaN and ±inf have no code in fixed point, block floating point and floats with
-``exp < 8`` (and NaN has none in ``FloatingPoint(8, 0)``). When ``x`` is concrete (not a
-tracer), :func:`pack` raises ``ValueError`` if it holds such a value; under ``jax.jit`` it
-cannot check, and ±inf is stored as the saturated extreme of the format while NaN is stored
-as zero. Likewise fixed point with ``clamp=False`` raises for concrete out-of-range values
-and saturates them under ``jit``. ``FULL`` and ``FloatingPoint(8, man >= 1)`` store NaN and
-±inf as such.
-
-Word lengths above 24 bits are supported to float32 precision only (float32 cannot hold
-every such grid value; see :class:`lpsampling.formats.FixedPoint`); a 32-bit code that
-float32 rounds up to ``2**31`` is stored as the largest float32 below it.
-
-Files
------
-:func:`save_packed` writes a :class:`Packed` or a (nested) dict of them to one ``.npz``
-archive (``leaf<i>.codes``, ``leaf<i>.exponents`` and a JSON metadata entry with each
-leaf's format, shape and dtype and the dict structure), atomically; :func:`load_packed`
-reads it back and raises ``ValueError`` naming the path for truncated or foreign files.
-No pickles are written or read.
-
-Sample bank
------------
-:class:`SampleBank` keeps the last ``capacity`` posterior samples of a params pytree in a
-ring buffer, each leaf a stacked :class:`Packed` (``codes`` of shape ``(S,) + layout``), so
-an ensemble of 50 samples of an 8-bit model takes about a quarter of its float32 memory.
-All functions are pure; ``sample_bank_add`` and ``sample_bank_get`` run under ``jax.jit``.
+:func:`pack` rounds ``x`` to the grid of ``fmt`` (nearest, in float32) and encodes it; it is
+actual storage, not simulation: ``wl <= 4`` bits take half a byte per element (two codes per
+``uint8``), ``<= 8`` one byte, ``<= 16`` two, ``<= 32`` four, plus one ``int8`` exponent per
+block for block floating point; ``FULL`` keeps ``x`` itself. :func:`unpack` returns ``x``
+bit for bit for ``x`` on the grid (``-0.0`` becomes ``+0.0`` for fixed and block floating
+point). :func:`save_packed` / :func:`load_packed` write and read one ``.npz`` archive
+atomically, no pickles. The posterior sample bank is :mod:`lpsampling.bank`. Code layouts,
+special values and the file format: ``docs/storage.md``.
 """
 
 from __future__ import annotations
@@ -97,7 +17,7 @@ import functools
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -124,13 +44,6 @@ __all__ = [
     "code_dtype",
     "save_packed",
     "load_packed",
-    "SampleBank",
-    "sample_bank_init",
-    "sample_bank_add",
-    "sample_bank_get",
-    "sample_bank_size",
-    "sample_bank_nbytes",
-    "sample_bank_stack",
 ]
 
 # The exponent stored for an all-zero block.
@@ -156,8 +69,8 @@ class Packed:
     saved with :func:`save_packed`.
 
     The children may carry extra *leading* axes (a stack of tensors, as in
-    :class:`SampleBank`); :func:`unpack` then returns those axes in front of ``shape``.
-    See the module docstring for the code layouts.
+    :class:`lpsampling.bank.SampleBank`); :func:`unpack` then returns those axes in front of
+    ``shape``. The code layouts are described in ``docs/storage.md``.
     """
 
     __slots__ = ("codes", "exponents", "fmt", "shape", "dtype")
@@ -476,8 +389,8 @@ def pack(x: jax.Array, fmt: Format) -> Packed:
     """Store ``x`` as the low-precision codes of ``fmt``.
 
     ``x`` is first rounded onto the grid with ``quantize(x, fmt, rounding="nearest")`` in
-    float32 (the identity for ``x`` already on the grid), then encoded as described in the
-    module docstring. ``unpack(pack(x, fmt))`` returns ``x`` bit for bit for ``x`` on the grid
+    float32 (the identity for ``x`` already on the grid), then encoded as described in
+    ``docs/storage.md``. ``unpack(pack(x, fmt))`` returns ``x`` bit for bit for ``x`` on the grid
     (``-0.0`` may come back as ``+0.0``).
 
     Args:
@@ -488,8 +401,8 @@ def pack(x: jax.Array, fmt: Format) -> Packed:
       A :class:`Packed` whose ``nbytes`` is the real storage in bytes.
 
     Raises:
-      ValueError: for concrete ``x`` with NaN/inf that ``fmt`` cannot represent (see the
-        module docstring for what happens under ``jit``), or a block size / axis that does
+      ValueError: for concrete ``x`` with NaN/inf that ``fmt`` cannot represent (see
+        ``docs/storage.md`` for what happens under ``jit``), or a block size / axis that does
         not fit ``x``.
     """
     check_format(fmt)
@@ -507,8 +420,9 @@ def pack(x: jax.Array, fmt: Format) -> Packed:
 def unpack(packed: Packed) -> jax.Array:
     """The tensor stored in ``packed``, in its original dtype and shape.
 
-    If the children carry extra leading axes (a stack, as in :class:`SampleBank`), they are
-    kept in front: the result has shape ``leading + packed.shape``.
+    If the children carry extra leading axes (a stack, as in
+    :class:`lpsampling.bank.SampleBank`), they are kept in front: the result has shape
+    ``leading + packed.shape``.
     """
     if not _is_packed(packed):
         raise TypeError(f"unpack expects a Packed, got {type(packed).__name__}")
@@ -660,195 +574,14 @@ def _validate_loaded(p: Packed) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Posterior sample bank.
+# The sample bank moved to lpsampling.bank; its first release's names stay reachable here.
 
 
-class SampleBank(NamedTuple):
-    """A ring buffer of posterior samples (a pytree; pass it through ``jax.jit`` freely).
+def __getattr__(name: str):
+    from lpsampling import bank
 
-    Attributes:
-      samples: the params pytree with each leaf replaced by a stacked :class:`Packed`
-        whose codes (and exponents) have a leading capacity axis ``S``; for the ``FULL``
-        format each leaf is instead a plain array of shape ``(S,) + leaf.shape`` in the
-        leaf's dtype (float32 params are stored as float32).
-      count: int32 scalar, the number of samples ever added (may exceed the capacity; the
-        newest ``capacity`` are kept; it wraps after 2**31 - 1 additions).
-    """
-
-    samples: Any
-    count: jax.Array
-
-    @property
-    def capacity(self) -> int:
-        """The number of slots ``S``."""
-        leaves = jax.tree.leaves(self.samples)
-        return int(leaves[0].shape[0])
-
-
-def _bank_leaves(bank: SampleBank) -> list[Any]:
-    return jax.tree.leaves(bank.samples, is_leaf=_is_packed)
-
-
-def sample_bank_init(params: Any, fmt: Format, capacity: int) -> SampleBank:
-    """An empty bank for ``capacity`` samples of ``params`` stored in format ``fmt``.
-
-    Args:
-      params: a pytree of floating-point arrays (only shapes and dtypes are used).
-      fmt: the storage format (normally the weight format of the sampler); ``FULL`` stores
-        the samples unpacked.
-      capacity: the number of slots (>= 1).
-    """
-    check_format(fmt)
-    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
-            or capacity < 1:
-        raise ValueError(f"capacity must be a positive int, got {capacity!r}")
-    capacity = int(capacity)
-    if not jax.tree.leaves(params):
-        raise ValueError("sample_bank_init: params has no array leaves")
-    jax.tree.map(lambda p: check_float_array(p, "params leaf"), params)
-    return SampleBank(samples=_bank_init(params, fmt, capacity),
-                      count=jnp.zeros((), jnp.int32))
-
-
-def _bank_init(params: Any, fmt: Format, capacity: int) -> Any:
-    # Built from the packed layout's shapes (jax.eval_shape), not by packing zeros inside
-    # jit: XLA would constant-fold the whole encoding, which takes seconds on ResNet-18.
-    def init_leaf(p):
-        if isinstance(fmt, Full):
-            return jnp.zeros((capacity,) + tuple(p.shape), p.dtype)
-        spec = jax.eval_shape(lambda: pack(jnp.zeros(p.shape, p.dtype), fmt))
-        codes = jnp.zeros((capacity,) + spec.codes.shape, spec.codes.dtype)
-        exponents = None
-        if spec.exponents is not None:
-            exponents = jnp.full((capacity,) + spec.exponents.shape, ZERO_BLOCK_EXPONENT,
-                                 spec.exponents.dtype)
-        return Packed(codes, exponents, spec.fmt, spec.shape, spec.dtype)
-
-    return jax.tree.map(init_leaf, params)
-
-
-def _check_leaf_shape(p: Any, want: tuple[int, ...]) -> None:
-    if tuple(np.shape(p)) != tuple(want):
-        raise ValueError(
-            f"params leaf of shape {tuple(np.shape(p))} does not match the bank's {tuple(want)}"
-        )
-
-
-@jax.jit
-def _bank_add(samples: Any, count: jax.Array, params: Any) -> tuple[Any, jax.Array]:
-    cap = jax.tree.leaves(samples)[0].shape[0]
-    slot = jnp.asarray(count, jnp.int32) % cap
-    put = lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b.astype(a.dtype), slot, 0)
-
-    def add_leaf(p, s):
-        if _is_packed(s):
-            return jax.tree.map(put, s, pack(jnp.asarray(p).astype(s.dtype), s.fmt))
-        return put(s, jnp.asarray(p))
-
-    return jax.tree.map(add_leaf, params, samples), count + 1
-
-
-def sample_bank_add(bank: SampleBank, params: Any) -> SampleBank:
-    """Store ``params`` in slot ``count % capacity`` and increment ``count`` (pure, jit-able).
-
-    The params are rounded to the bank's format with nearest rounding (the identity for
-    params already on the weight grid) and cast to the dtype the bank was built for. When
-    the bank is full the oldest sample is overwritten.
-
-    Raises:
-      ValueError: if a leaf's shape differs from the bank's, or (for concrete params) a
-        leaf holds NaN/inf that the format cannot store (under ``jit`` those are stored as
-        zero / the saturated value, as for :func:`pack`).
-    """
-
-    def check(p, s):
-        _check_leaf_shape(p, s.shape if _is_packed(s) else s.shape[1:])
-        if _is_packed(s) and _is_concrete(p):
-            _check_concrete(p, s.fmt)
-
-    jax.tree.map(check, params, bank.samples)
-    samples, count = _bank_add(bank.samples, bank.count, params)
-    return SampleBank(samples=samples, count=count)
-
-
-def sample_bank_size(bank: SampleBank) -> jax.Array:
-    """The number of samples held: ``min(count, capacity)`` (int32 scalar array)."""
-    return jnp.minimum(bank.count, bank.capacity)
-
-
-def sample_bank_nbytes(bank: SampleBank) -> int:
-    """Bytes of sample storage (codes + block exponents, or the float arrays for ``FULL``).
-
-    Counts all ``capacity`` slots, filled or not; the 4-byte ``count`` is not included.
-    """
-    total = 0
-    for leaf in _bank_leaves(bank):
-        total += leaf.nbytes if _is_packed(leaf) else _array_nbytes(leaf)
-    return total
-
-
-@jax.jit
-def _bank_get(samples: Any, count: jax.Array, i: jax.Array) -> Any:
-    cap = jax.tree.leaves(samples)[0].shape[0]
-    count = jnp.asarray(count, jnp.int32)
-    size = jnp.minimum(count, cap)
-    idx = jnp.remainder(jnp.asarray(i, jnp.int32), jnp.maximum(size, 1))
-    slot = (count - size + idx) % cap
-    take = lambda a: jax.lax.dynamic_index_in_dim(a, slot, 0, keepdims=False)
-
-    def get_leaf(leaf):
-        if _is_packed(leaf):
-            return unpack(jax.tree.map(take, leaf))
-        return take(leaf)
-
-    return jax.tree.map(get_leaf, samples, is_leaf=_is_packed)
-
-
-@jax.jit
-def _bank_take(samples: Any, order: jax.Array) -> Any:
-    def take_leaf(leaf):
-        if _is_packed(leaf):
-            return unpack(jax.tree.map(lambda a: jnp.take(a, order, axis=0), leaf))
-        return jnp.take(leaf, order, axis=0)
-
-    return jax.tree.map(take_leaf, samples, is_leaf=_is_packed)
-
-
-def sample_bank_get(bank: SampleBank, i: int | jax.Array) -> Any:
-    """The ``i``-th retained sample, oldest first, as an (unpacked) params pytree.
-
-    ``i`` counts among the retained samples in the order they were added: 0 is the oldest
-    still held, ``size - 1`` (or ``-1``) the newest. Negative ``i`` counts from the newest.
-
-    Raises:
-      ValueError: "the sample bank is empty", when ``count`` is concrete and zero.
-      IndexError: when ``i`` and ``count`` are concrete and ``i`` is out of range.
-    Under ``jit`` nothing can be checked: ``i`` is taken modulo the size, and an empty bank
-    returns zeros.
-    """
-    cap = bank.capacity
-    count = bank.count
-    if _is_concrete(count):
-        size = min(int(count), cap)
-        if size == 0:
-            raise ValueError("the sample bank is empty")
-        if _is_concrete(i) and not -size <= int(i) < size:
-            raise IndexError(f"sample index {int(i)} out of range for a bank holding {size}")
-    return _bank_get(bank.samples, count, i)
-
-
-def sample_bank_stack(bank: SampleBank) -> Any:
-    """All retained samples, oldest first, unpacked, with a leading sample axis (eager).
-
-    Returns the params pytree whose leaves have shape ``(size,) + leaf.shape``.
-
-    Raises:
-      ValueError: "the sample bank is empty" when no sample has been added.
-    """
-    cap = bank.capacity
-    count = int(bank.count)
-    size = min(count, cap)
-    if size == 0:
-        raise ValueError("the sample bank is empty")
-    order = jnp.asarray((np.arange(size) + count - size) % cap, jnp.int32)
-    return _bank_take(bank.samples, order)
+    if name == "SampleBank":
+        return bank.SampleBank
+    if name in bank.DEPRECATED_ALIASES:  # warn when called, naming the new function
+        return bank.DEPRECATED_ALIASES[name]
+    raise AttributeError(f"module 'lpsampling.storage' has no attribute {name!r}")

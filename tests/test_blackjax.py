@@ -144,8 +144,7 @@ def test_low_precision_modes_under_jit_and_scan(fmt):
     assert len(reports) == 3 * 100
     assert all(ok for _, ok in reports), [r for r in reports if not r[1]][:5]
     # The weights to predict with, for the SGLDLP-F state.
-    w = lps.blackjax.weights(states[0], rng_key=jax.random.key(2), weight_format=fmt,
-                             grad_format=fmt)
+    w = lps.blackjax.weights(states[0], rng_key=jax.random.key(2), weight_format=fmt)
     for x in jax.tree.leaves(w):
         np.testing.assert_array_equal(lps.quantize(x, fmt, rounding="nearest"), x)
 

@@ -14,16 +14,9 @@ from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint, FloatingPoi
 from lpsampling.quantize import quantize
 from lpsampling.storage import (
     Packed,
-    SampleBank,
     code_dtype,
     load_packed,
     pack,
-    sample_bank_add,
-    sample_bank_get,
-    sample_bank_init,
-    sample_bank_nbytes,
-    sample_bank_size,
-    sample_bank_stack,
     save_packed,
     unpack,
 )
@@ -386,78 +379,3 @@ def test_load_truncated_or_foreign_file_raises(tmp_path):
         load_packed(tmp_path / "missing.npz")
     with pytest.raises(TypeError):
         save_packed(tmp_path / "x.npz", [pack(jnp.ones(2), FixedPoint(8, 3))])
-
-
-# --------------------------------------------------------------------------------------
-# Sample bank.
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _params(seed: int, fmt):
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    p = {"w": jax.random.normal(k1, (4, 3)), "b": jax.random.normal(k2, (3,))}
-    return jax.tree.map(lambda a: nearest(a, fmt), p)
-
-
-@pytest.mark.parametrize("fmt", [FixedPoint(8, 5), BlockFloatingPoint(4, axis=0),
-                                 FloatingPoint(4, 3), FULL], ids=repr)
-def test_sample_bank_add_get_wraps_under_jit(fmt):
-    bank = sample_bank_init(_params(0, fmt), fmt, capacity=3)
-    assert isinstance(bank, SampleBank) and bank.capacity == 3
-    assert int(sample_bank_size(bank)) == 0
-    add = jax.jit(sample_bank_add)
-    get = jax.jit(sample_bank_get)
-    samples = [_params(s, fmt) for s in range(5)]
-    for n, s in enumerate(samples, start=1):
-        bank = add(bank, s)
-        assert int(bank.count) == n
-        assert int(sample_bank_size(bank)) == min(n, 3)
-        newest = get(bank, -1)
-        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-                     newest, s)
-    # after 5 adds into 3 slots: samples 2, 3, 4 remain, oldest first
-    for i, want in enumerate(samples[2:]):
-        for got in (sample_bank_get(bank, i), get(bank, i)):
-            jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a),
-                                                                    np.asarray(b)), got, want)
-            assert got["w"].dtype == jnp.float32 and got["w"].shape == (4, 3)
-    stacked = sample_bank_stack(bank)
-    assert stacked["w"].shape == (3, 4, 3) and stacked["b"].shape == (3, 3)
-    np.testing.assert_array_equal(np.asarray(stacked["b"]),
-                                  np.stack([np.asarray(s["b"]) for s in samples[2:]]))
-    with pytest.raises(IndexError):
-        sample_bank_get(bank, 3)
-    expected = 3 * (12 + 3) * (4 if fmt is FULL else 1)
-    if isinstance(fmt, BlockFloatingPoint):
-        expected = 3 * (6 + 4 + 2 + 3)  # nibble bytes + int8 exponents per sample
-    assert sample_bank_nbytes(bank) == expected
-
-
-def test_sample_bank_empty_raises():
-    bank = sample_bank_init({"w": jnp.zeros((2, 2))}, FixedPoint(8, 4), capacity=2)
-    with pytest.raises(ValueError, match="the sample bank is empty"):
-        sample_bank_get(bank, 0)
-    with pytest.raises(ValueError, match="the sample bank is empty"):
-        sample_bank_stack(bank)
-
-
-def test_sample_bank_rejects_bad_input():
-    with pytest.raises(ValueError, match="capacity"):
-        sample_bank_init({"w": jnp.zeros(2)}, FixedPoint(8, 4), capacity=0)
-    bank = sample_bank_init({"w": jnp.zeros(2)}, FixedPoint(8, 4), capacity=2)
-    with pytest.raises(ValueError, match="shape"):
-        sample_bank_add(bank, {"w": jnp.zeros(3)})
-
-
-def test_sample_bank_50_samples_bytes():
-    # a small CNN: conv (out, in, kh, kw) and dense (out, in) weights, one exponent per
-    # output unit
-    params = {"conv": jnp.zeros((32, 3, 3, 3)), "dense": jnp.zeros((10, 512)),
-              "bias": jnp.zeros((10,))}
-    lp = sample_bank_init(params, BlockFloatingPoint(8, axis=0), capacity=50)
-    full = sample_bank_init(params, FULL, capacity=50)
-    assert sample_bank_nbytes(full) == 50 * 4 * (32 * 27 + 5120 + 10)
-    assert sample_bank_nbytes(lp) <= 0.26 * sample_bank_nbytes(full)
-    assert sample_bank_nbytes(
-        sample_bank_init(params, FixedPoint(8, 6), capacity=50)
-    ) == sample_bank_nbytes(full) // 4

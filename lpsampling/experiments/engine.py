@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lpsampling import bank as sample_bank
+from lpsampling.bank import SampleBank
 from lpsampling.data import Dataset, random_crop_flip
 from lpsampling.experiments.config import RunConfig, sample_epochs
 from lpsampling.flax import QuantConfig, ResNet, create_model
@@ -28,7 +30,6 @@ from lpsampling.optax import (
     sgld,
 )
 from lpsampling.schedules import paper_decay_schedule
-from lpsampling.storage import SampleBank, sample_bank_add, sample_bank_get, sample_bank_init
 
 __all__ = [
     "PRNG_IMPL",
@@ -186,9 +187,9 @@ class Engine:
         batch_stats = variables.get("batch_stats")
         opt_state = self.make_optimizer(k_sampler).init(params)
         params = init_weights(params, self.fspec.weight, key=k_weights)
-        bank = sample_bank_init(params, self.fspec.weight, capacity)
+        bank = sample_bank.init(params, self.fspec.weight, capacity)
         stats_bank = (None if batch_stats is None
-                      else sample_bank_init(batch_stats, FULL, capacity))
+                      else sample_bank.init(batch_stats, FULL, capacity))
         return TrainState(params, batch_stats, opt_state, bank, stats_bank, zero_sums())
 
     def initial_state(self, config: RunConfig, ds: Dataset, keys: RunKeys) -> TrainState:
@@ -234,8 +235,8 @@ def get_engine(config: RunConfig, ds: Dataset) -> Engine:
 
 
 # Shared by every engine: compiled once per bank structure (weight format and shapes).
-_BANK_ADD = jax.jit(sample_bank_add)
-_BANK_GET = jax.jit(sample_bank_get)
+_BANK_ADD = jax.jit(sample_bank.add)
+_BANK_GET = jax.jit(sample_bank.get)
 
 
 @functools.lru_cache(maxsize=32)

@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lpsampling import bank as sample_bank
 from lpsampling import metrics as _metrics
 from lpsampling._io import write_json_atomic
 from lpsampling.data import Dataset
 from lpsampling.experiments.config import RunConfig, prepare_data
 from lpsampling.experiments.engine import get_engine, run_keys
 from lpsampling.experiments.loop import TrainOutput, train
-from lpsampling.storage import sample_bank_nbytes
 
 __all__ = ["EmptySampleBankError", "RunResult", "evaluate", "run_experiment"]
 
@@ -137,7 +137,7 @@ def run_experiment(
     fspec = config.format_spec
     n_params = _num_params(output.state.params)
     cap = output.state.bank.capacity
-    nbytes = sample_bank_nbytes(output.state.bank)
+    nbytes = sample_bank.nbytes(output.state.bank)
     record = {
         "label": config.label,
         "format_label": fspec.label,
@@ -154,7 +154,7 @@ def run_experiment(
             "float32_nbytes": 4 * n_params * cap,
             "ratio_vs_float32": nbytes / (4 * n_params * cap),
             "stats_nbytes": (0 if output.state.stats_bank is None
-                             else sample_bank_nbytes(output.state.stats_bank)),
+                             else sample_bank.nbytes(output.state.stats_bank)),
         },
         "steps": output.step,
         "steps_per_epoch": output.steps_per_epoch,

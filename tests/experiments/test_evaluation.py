@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from lpsampling import bank as lps_bank
 from lpsampling.experiments import (
     EmptySampleBankError,
     RunConfig,
@@ -17,13 +18,12 @@ from lpsampling.experiments import (
     train,
 )
 from lpsampling.formats import FULL
-from lpsampling.storage import sample_bank_init
 
 
 def test_empty_bank_is_a_clear_error(digits, tiny):
     cfg = RunConfig(method="sgd", **tiny)
     out = train(cfg, dataset=digits, progress=False)
-    empty = sample_bank_init(out.state.params, FULL, 1)
+    empty = lps_bank.init(out.state.params, FULL, 1)
     hollow = dataclasses.replace(out, state=out.state._replace(bank=empty))
     with pytest.raises(EmptySampleBankError, match="sample bank is empty"):
         evaluate(hollow, dataset=digits)
