@@ -74,8 +74,9 @@ def data_parallel_step(sampler: Any, loss_fn: Callable[[Any, Any], jax.Array] | 
     chains = mesh is not None and CHAINS in mesh.axis_names and CHAINS != axis
     if backend == "vmap":
         fn = face(sampler, loss_fn, None, what).fn
-        return _by_num_args(lambda n: jax.jit(
+        get = _by_num_args(lambda n: jax.jit(
             jax.vmap(fn, in_axes=(0, 0, 0) + (None,) * n) if chains else fn))
+        return lambda *args: get(args)(*args)
     if backend == "pmap":
         if chains:
             raise ValueError(f"{what}: backend='pmap' takes a 1-D mesh; for chains × data "
