@@ -9,12 +9,13 @@ and collects the JSON each child prints. Two workloads, one sampler (VC SGLDLP-L
 8-bit block floating point by default; ``--mode``):
 
 * independent chains: ``--chains`` chains of ``--steps`` steps, one ``lax.scan`` each,
-  with ``run_chains_vmap`` (one device), ``run_chains_pmap`` and ``run_chains_sharded``;
-  reported in chain-steps per second and as a ratio to ``run_chains_vmap`` on 1 device;
+  with ``run_chains`` on each backend (``"vmap"`` on one device, ``"pmap"``,
+  ``"sharded"``); reported in chain-steps per second and as a ratio to ``"vmap"`` on 1
+  device;
 * one data-parallel chain: a ``--batch`` minibatch split over the devices,
-  ``data_parallel_step_pmap`` / ``data_parallel_step_sharded`` called once per step from
-  Python (on CPU each call waits for its result, see ``lpsampling.parallel``); reported in
-  steps per second and as a ratio to the single-device jitted step.
+  ``data_parallel_step`` with ``backend="pmap"`` / ``"sharded"`` called once per step from
+  Python (on CPU each call waits for its result, see ``docs/parallel.md``); reported in
+  steps per second and as a ratio to the single-device jitted step (``backend="vmap"``).
 
 Times are the best of ``--repeats`` runs after a compile-and-warm-up run; the compile time
 of the first call is reported too.
@@ -99,28 +100,28 @@ def _child(args) -> dict:
     c = args.chains
     params = lps.init_weights({"w": jnp.zeros((c, d)), "b": jnp.zeros((c,))}, fmt,
                               key=jax.random.key(1))
-    carry = (params, lpp.init_chain_states(opt, params, jax.random.split(jax.random.key(2), c)))
+    carry = lpp.init_chains(opt, params, jax.random.split(jax.random.key(2), c))
     keys = jax.random.split(jax.random.key(3), c)
-    step_fn = lpp.optax_chain_step(opt, loss_fn, batch_fn, sample_fn=lambda carry: ())
-    runners = {"pmap": lpp.run_chains_pmap, "sharded": lpp.run_chains_sharded}
-    if args.child == 1:
-        runners = {"vmap": lpp.run_chains_vmap, **runners}
-    for name, run in runners.items():
-        best, comp = timed(lambda run=run: run(step_fn, carry, keys, args.steps))
+    no_samples = lambda carry: ()
+    backends = ("vmap", "pmap", "sharded") if args.child == 1 else ("pmap", "sharded")
+    for name in backends:
+        best, comp = timed(lambda name=name: lpp.run_chains(
+            opt, carry, keys, args.steps, loss_fn=loss_fn, batch_fn=batch_fn,
+            sample_fn=no_samples, backend=name))
         out["chains"][name] = {"chain_steps_per_s": c * args.steps / best, "compile_s": comp}
 
     params0 = lps.init_weights({"w": jnp.zeros(d), "b": jnp.zeros(())}, fmt,
                                key=jax.random.key(1))
     batches = [batch_fn(k) for k in jax.random.split(jax.random.key(4), 8)]
-    mesh = lpp.make_data_mesh()
+    mesh = lpp.make_mesh(data=-1)
     steps = {
-        "pmap": (lpp.data_parallel_step_pmap(opt, loss_fn),
-                 lpp.pmap_replicate((params0, opt.init(params0)))),
-        "sharded": (lpp.data_parallel_step_sharded(opt, loss_fn, mesh),
+        "pmap": (lpp.data_parallel_step(opt, loss_fn, backend="pmap"),
+                 lpp.replicate((params0, opt.init(params0)), backend="pmap")),
+        "sharded": (lpp.data_parallel_step(opt, loss_fn, mesh=mesh),
                     lpp.replicate((params0, opt.init(params0)), mesh)),
     }
     if args.child == 1:
-        steps = {"single": (jax.jit(lpp.make_optax_step(opt, loss_fn)),
+        steps = {"single": (lpp.data_parallel_step(opt, loss_fn, backend="vmap"),
                             (params0, opt.init(params0))), **steps}
     for name, (step, state) in steps.items():
         def loop(step=step, state=state):

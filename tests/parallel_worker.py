@@ -168,6 +168,11 @@ def replicas_identical(tree) -> bool:
     return True
 
 
+def unreplicate(tree):
+    """Replica 0 of a pmapped pytree."""
+    return jax.tree.map(lambda x: x[0], tree)
+
+
 def pmap_replicas_identical(tree) -> bool:
     for leaf in jax.tree.leaves(tree):
         arr = np.asarray(_raw(leaf))
@@ -197,13 +202,13 @@ def shardings(tree) -> list[str]:
 
 def scenario_dp(num_steps: int = 100, batch_size: int = 64) -> dict:
     """Data-parallel chain over 8 devices vs the single-device chain, every mode."""
-    mesh = lpp.make_data_mesh()
+    mesh = lpp.make_mesh(data=-1)
     bs = batches(num_steps, batch_size)
     out = {"devices": jax.device_count(), "modes": {}}
     for mode in MODES:
         t0 = time.time()
         opt = optimizer(mode)
-        single = jax.jit(lpp.make_optax_step(opt, loss_fn))
+        single = lpp.data_parallel_step(opt, loss_fn, backend="vmap")
         chex.clear_trace_counter()
         traces = {"sharded": 0, "pmap": 0}
 
@@ -214,15 +219,15 @@ def scenario_dp(num_steps: int = 100, batch_size: int = 64) -> dict:
             return fn
 
         # chex raises inside the step if the sharded step is traced a second time
-        sharded = lpp.data_parallel_step_sharded(
-            opt, chex.assert_max_traces(counted("sharded"), n=1), mesh)
+        sharded = lpp.data_parallel_step(
+            opt, chex.assert_max_traces(counted("sharded"), n=1), mesh=mesh)
         # the pmap path in two modes (each mode costs a compile on 2 shared cores)
         with_pmap = mode in ("FP", "VC BFP8")
-        pmapped = lpp.data_parallel_step_pmap(opt, counted("pmap"))
+        pmapped = lpp.data_parallel_step(opt, counted("pmap"), backend="pmap")
         p0, s0 = init(mode, opt)
         a = (p0, s0)
         b = lpp.replicate((p0, s0), mesh)
-        c = lpp.pmap_replicate((p0, s0))
+        c = lpp.replicate((p0, s0), backend="pmap")
         shard_before = shardings(b)
         ref, dp, pm = [], [], []
         rep_ok = pm_rep_ok = pmap_eq_sharded = True
@@ -238,7 +243,7 @@ def scenario_dp(num_steps: int = 100, batch_size: int = 64) -> dict:
                 pc, sc, _ = pmapped(c[0], c[1], batch)
                 c = (pc, sc)
                 pm_rep_ok &= pmap_replicas_identical(c)
-                pm.append(flat(lpp.pmap_unreplicate(pc)))
+                pm.append(flat(unreplicate(pc)))
                 pmap_eq_sharded &= bool(np.array_equal(dp[-1], pm[-1]))
         out["modes"][mode] = {
             "replicas_identical_sharded": bool(rep_ok),
@@ -254,8 +259,8 @@ def scenario_dp(num_steps: int = 100, batch_size: int = 64) -> dict:
     for kind in ("sgd", "cyclical"):
         mode = "LP-L fixed8"
         opt = optimizer(mode, kind)
-        single = jax.jit(lpp.make_optax_step(opt, loss_fn))
-        sharded = lpp.data_parallel_step_sharded(opt, loss_fn, mesh)
+        single = lpp.data_parallel_step(opt, loss_fn, backend="vmap")
+        sharded = lpp.data_parallel_step(opt, loss_fn, mesh=mesh)
         a = init(mode, opt)
         b = lpp.replicate(a, mesh)
         ok, ref, dp = True, [], []
@@ -285,18 +290,18 @@ def _logdensity_grad_estimator():
 def blackjax_data_parallel(out: dict) -> None:
     """The blackjax face, data-parallel (pmap and sharded) vs the single-device kernel."""
     ge = _logdensity_grad_estimator()
-    mesh = lpp.make_data_mesh()
+    mesh = lpp.make_mesh(data=-1)
     bsd = batches(30, 64, seed=9)
     for mode in ("FP", "VC BFP8"):
         kw = MODES[mode]
         single_alg = lps.blackjax.sgld(ge, **kw)
         dp_alg = lps.blackjax.sgld(lpp.pmean_grad_estimator(ge), **kw)
         single = jax.jit(single_alg.step)
-        sh = lpp.data_parallel_kernel_sharded(dp_alg.step, mesh, num_args=1)
-        pm = lpp.data_parallel_kernel_pmap(dp_alg.step)
+        sh = lpp.data_parallel_step(dp_alg, mesh=mesh)
+        pm = lpp.data_parallel_step(dp_alg, backend="pmap")
         fmt = kw.get("weight_format", lps.FULL)
         pos0 = lps.init_weights(jax.tree.map(jnp.asarray, PARAMS0), fmt, key=jax.random.key(3))
-        a, b, c = pos0, lpp.replicate(pos0, mesh), lpp.pmap_replicate(pos0)
+        a, b, c = pos0, lpp.replicate(pos0, mesh), lpp.replicate(pos0, backend="pmap")
         ok = pm_ok = eq = True
         ref, dp = [], []
         for t, batch in enumerate(bsd):
@@ -308,7 +313,7 @@ def blackjax_data_parallel(out: dict) -> None:
             pm_ok &= pmap_replicas_identical(c)
             ref.append(flat(a))
             dp.append(flat(b))
-            eq &= bool(np.array_equal(dp[-1], flat(lpp.pmap_unreplicate(c))))
+            eq &= bool(np.array_equal(dp[-1], flat(unreplicate(c))))
         out[f"blackjax_dp {mode}"] = {"replicas_identical_sharded": bool(ok),
                                       "replicas_identical_pmap": bool(pm_ok),
                                       "pmap_equals_sharded": bool(eq),
@@ -334,14 +339,17 @@ def scenario_misc() -> dict:
     params = {"w": 0.5 * jax.random.normal(jax.random.key(2), (num_chains, D)),
               "b": jnp.zeros((num_chains,))}
     params = lps.init_weights(params, MODES[mode]["weight_format"], key=jax.random.key(4))
-    states = lpp.init_chain_states(opt, params, jax.random.split(jax.random.key(6), num_chains))
-    step_fn = lpp.optax_chain_step(opt, loss_fn, batch_fn)
-    carry = (params, states)
-    _, s_vmap = lpp.run_chains_vmap(step_fn, carry, keys, num_steps)
-    _, s_pmap = lpp.run_chains_pmap(step_fn, carry, keys, num_steps)
-    _, s_shard = lpp.run_chains_sharded(step_fn, carry, keys, num_steps)
+    carry = lpp.init_chains(opt, params, jax.random.split(jax.random.key(6), num_chains))
+
+    def run(carry, keys, backend, opt=opt, **kw):
+        return lpp.run_chains(opt, carry, keys, num_steps, loss_fn=loss_fn, batch_fn=batch_fn,
+                              backend=backend, **kw)
+
+    _, s_vmap = run(carry, keys, "vmap")
+    _, s_pmap = run(carry, keys, "pmap")
+    _, s_shard = run(carry, keys, "sharded")
     one = jax.tree.map(lambda x: x[3:4], carry)
-    _, s_one = lpp.run_chains_vmap(step_fn, one, keys[3:4], num_steps)
+    _, s_one = run(one, keys[3:4], "vmap")
     v, p, s, o = (flat(t) for t in (s_vmap, s_pmap, s_shard, s_one))
     chain3 = flat(jax.tree.map(lambda x: x[3:4], s_vmap))
     out["chains_optax"] = {
@@ -357,11 +365,13 @@ def scenario_misc() -> dict:
     # blackjax face, FULL precision
     ge = _logdensity_grad_estimator()
     alg = lps.blackjax.sgld(ge)
-    bj_step = lpp.blackjax_chain_step(alg.step, batch_fn, 1e-4)
     pos = {"w": 0.1 * jax.random.normal(jax.random.key(8), (num_chains, D)),
            "b": jnp.zeros((num_chains,))}
-    _, b_vmap = lpp.run_chains_vmap(bj_step, pos, keys, num_steps)
-    _, b_shard = lpp.run_chains_sharded(bj_step, pos, keys, num_steps)
+    pos = lpp.init_chains(alg, pos, keys)  # blackjax: vmap(alg.init), here the positions
+    _, b_vmap = lpp.run_chains(alg, pos, keys, num_steps, batch_fn=batch_fn, step_args=(1e-4,),
+                               backend="vmap")
+    _, b_shard = lpp.run_chains(alg, pos, keys, num_steps, batch_fn=batch_fn,
+                                step_args=(1e-4,))
     bv, bs_ = flat(b_vmap), flat(b_shard)
     out["chains_blackjax"] = {
         "sharded_equals_vmap": bool(np.array_equal(bv, bs_)),
@@ -370,15 +380,15 @@ def scenario_misc() -> dict:
 
     cpu["chains_x_data"] = time.process_time()
     # --- chains × data on a 2-D mesh: 4 chains over "chains" (2), batch over "data" (4)
-    mesh2 = lpp.make_mesh(2, 4)
+    mesh2 = lpp.make_mesh(chains=2, data=4)
     mode = "FP"
     opt = optimizer(mode)
     nc, bsz2, steps2 = 4, 32, 20
     p2 = {"w": 0.5 * jax.random.normal(jax.random.key(12), (nc, D)), "b": jnp.zeros((nc,))}
-    s2 = lpp.init_chain_states(opt, p2, jax.random.split(jax.random.key(13), nc))
+    _, s2 = lpp.init_chains(opt, p2, jax.random.split(jax.random.key(13), nc))
     idx = np.random.default_rng(3).integers(0, N, size=(steps2, nc, bsz2))
-    step2 = lpp.chains_data_parallel_step_sharded(opt, loss_fn, mesh2)
-    ref_step = jax.jit(jax.vmap(lpp.make_optax_step(opt, loss_fn)))
+    step2 = lpp.data_parallel_step(opt, loss_fn, mesh=mesh2)
+    ref_step = lpp.data_parallel_step(opt, loss_fn, mesh=mesh2, backend="vmap")
     a, b = (p2, s2), (p2, s2)
     ref, dp, row_ok = [], [], True
     spec_in = None
@@ -404,8 +414,8 @@ def scenario_misc() -> dict:
     # the blackjax face on the same 2-D mesh, low precision
     ge = _logdensity_grad_estimator()
     kw = MODES["LP-L fixed8"]
-    bj2 = lpp.chains_data_parallel_kernel_sharded(
-        lps.blackjax.sgld(lpp.pmean_grad_estimator(ge, "data"), **kw).step, mesh2)
+    bj2 = lpp.data_parallel_step(
+        lps.blackjax.sgld(lpp.pmean_grad_estimator(ge, "data"), **kw), mesh=mesh2)
     bj_ref = jax.jit(jax.vmap(lps.blackjax.sgld(ge, **kw).step, in_axes=(0, 0, 0, None)))
     pos2 = lps.init_weights(p2, kw["weight_format"], key=jax.random.key(14))
     a, b = pos2, pos2
@@ -439,33 +449,31 @@ def scenario_misc() -> dict:
             errors[name] = None
 
     twelve = jax.tree.map(lambda x: x[:12], carry)
-    expect("chains_sharded_12_on_8",
-           lambda: lpp.run_chains_sharded(step_fn, twelve, keys[:12], 2))
-    expect("chains_pmap_12_on_8", lambda: lpp.run_chains_pmap(step_fn, twelve, keys[:12], 2))
+    expect("chains_sharded_12_on_8", lambda: run(twelve, keys[:12], "sharded"))
+    expect("chains_pmap_12_on_8", lambda: run(twelve, keys[:12], "pmap"))
     opt = optimizer("FP")
-    mesh = lpp.make_data_mesh()
+    mesh = lpp.make_mesh(data=-1)
     st = lpp.replicate(init("FP", opt), mesh)
-    expect("batch_60_on_8", lambda: lpp.data_parallel_step_sharded(opt, loss_fn, mesh)(
+    expect("batch_60_on_8", lambda: lpp.data_parallel_step(opt, loss_fn, mesh=mesh)(
         st[0], st[1], (X[:60], Y[:60])))
-    pst = lpp.pmap_replicate(init("FP", opt))
-    expect("pmap_batch_60_on_8", lambda: lpp.data_parallel_step_pmap(opt, loss_fn)(
+    pst = lpp.replicate(init("FP", opt), backend="pmap")
+    expect("pmap_batch_60_on_8", lambda: lpp.data_parallel_step(opt, loss_fn, backend="pmap")(
         pst[0], pst[1], (X[:60], Y[:60])))
-    expect("mesh_names", lambda: lpp.data_parallel_step_sharded(
-        opt, loss_fn, lpp.make_chain_mesh()))
-    expect("chains_mesh_names", lambda: lpp.run_chains_sharded(
-        step_fn, carry, keys, 2, mesh=lpp.make_data_mesh()))
-    expect("2d_batch_30_on_4", lambda: lpp.chains_data_parallel_step_sharded(
-        opt, loss_fn, mesh2)(p2, s2, (X[idx[0]][:, :30], Y[idx[0]][:, :30])))
-    expect("2d_chains_3_on_2", lambda: lpp.chains_data_parallel_step_sharded(
-        opt, loss_fn, mesh2)(jax.tree.map(lambda x: x[:3], p2),
-                             jax.tree.map(lambda x: x[:3], s2),
-                             (X[idx[0]][:3], Y[idx[0]][:3])))
-    expect("make_mesh_too_big", lambda: lpp.make_mesh(4, 4))
+    expect("mesh_names", lambda: lpp.data_parallel_step(
+        opt, loss_fn, mesh=lpp.make_mesh(chains=-1)))
+    expect("chains_mesh_names", lambda: run(carry, keys, "sharded",
+                                            mesh=lpp.make_mesh(data=-1)))
+    step2d = lpp.data_parallel_step(opt, loss_fn, mesh=mesh2)
+    expect("2d_batch_30_on_4", lambda: step2d(p2, s2, (X[idx[0]][:, :30], Y[idx[0]][:, :30])))
+    expect("2d_chains_3_on_2", lambda: step2d(jax.tree.map(lambda x: x[:3], p2),
+                                              jax.tree.map(lambda x: x[:3], s2),
+                                              (X[idx[0]][:3], Y[idx[0]][:3])))
+    expect("make_mesh_too_big", lambda: lpp.make_mesh(chains=4, data=4))
     out["errors"] = errors
 
     cpu["dist_reference"] = time.process_time()
     # --- the single-process reference of the 2-process run (4 devices)
-    out["dist_reference"] = dist_chain(lpp.make_data_mesh(4))
+    out["dist_reference"] = dist_chain(lpp.make_mesh(data=4))
     cpu["end"] = time.process_time()
     names = list(cpu)
     out["cpu_seconds"] = {a: round(cpu[b] - cpu[a], 2)
@@ -482,7 +490,7 @@ def dist_chain(mesh, num_steps: int = 20) -> dict:
     bs = batches(num_steps, 32, seed=17)
     for mode in DIST_MODES:
         opt = optimizer(mode)
-        step = lpp.data_parallel_step_sharded(opt, loss_fn, mesh)
+        step = lpp.data_parallel_step(opt, loss_fn, mesh=mesh)
         params, state = lpp.replicate(init(mode, opt), mesh)
         traj, ok = [], True
         for batch in bs:
@@ -499,18 +507,18 @@ def scenario_dist(args) -> dict:
     pid, nproc = args.process_id, args.num_processes
     out = {"process_index": jax.process_index(), "process_count": jax.process_count(),
            "device_count": jax.device_count(), "local_device_count": jax.local_device_count()}
-    mesh = lpp.make_data_mesh()  # all 4 devices of both processes
+    mesh = lpp.make_mesh(data=-1)  # all 4 devices of both processes
     out["chain"] = dist_chain(mesh, args.steps)
     # a pmap across both processes too: each process passes its own share of the batch
     opt = optimizer("FP")
-    pstep = lpp.data_parallel_step_pmap(opt, loss_fn)
-    pst = lpp.pmap_replicate(init("FP", opt))
+    pstep = lpp.data_parallel_step(opt, loss_fn, backend="pmap")
+    pst = lpp.replicate(init("FP", opt), backend="pmap")
     bs = batches(args.steps, 32, seed=17)
     half = 32 // nproc
     for batch in bs:
         share = jax.tree.map(lambda x: x[pid * half:(pid + 1) * half], batch)
         pst = pstep(pst[0], pst[1], share)[:2]
-    out["pmap_final"] = flat(lpp.pmap_unreplicate(pst[0])).tolist()
+    out["pmap_final"] = flat(unreplicate(pst[0])).tolist()
     jax.distributed.shutdown()
     out["shutdown"] = True
     return out

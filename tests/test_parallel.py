@@ -167,11 +167,20 @@ def _loss(params, batch):
 
 
 def test_meshes_have_the_named_axes():
-    assert lpp.make_chain_mesh().axis_names == ("chains",)
-    assert lpp.make_data_mesh().axis_names == ("data",)
+    assert lpp.make_mesh(chains=-1).axis_names == ("chains",)
+    assert lpp.make_mesh(data=-1).axis_names == ("data",)
     mesh = lpp.make_mesh(1, 1)
     assert mesh.axis_names == ("chains", "data")
     assert dict(mesh.shape) == {"chains": 1, "data": 1}
+    assert dict(lpp.make_mesh(chains=1, data=-1).shape) == {"chains": 1, "data": 1}
+
+
+def test_public_names():
+    assert sorted(lpp.__all__) == sorted([
+        "make_mesh", "shard", "replicate", "init_chains", "run_chains", "data_parallel_step",
+        "pmean_grad_estimator", "initialize_distributed"])
+    for name in lpp.__all__:
+        assert callable(getattr(lpp, name)), name
 
 
 def test_single_device_layouts_agree():
@@ -187,18 +196,18 @@ def test_single_device_layouts_agree():
 
     c = 2
     params = {"w": jnp.zeros((c, D)), "b": jnp.zeros((c,))}
-    carry = (params, lpp.init_chain_states(opt, params, jax.random.split(jax.random.key(1), c)))
+    carry = lpp.init_chains(opt, params, jax.random.split(jax.random.key(1), c))
     keys = jax.random.split(jax.random.key(2), c)
-    step_fn = lpp.optax_chain_step(opt, _loss, batch_fn)
-    _, a = lpp.run_chains_vmap(step_fn, carry, keys, 5)
-    _, s = lpp.run_chains_sharded(step_fn, carry, keys, 5)
+    kw = dict(loss_fn=_loss, batch_fn=batch_fn)
+    _, a = lpp.run_chains(opt, carry, keys, 5, backend="vmap", **kw)
+    _, s = lpp.run_chains(opt, carry, keys, 5, **kw)
     assert a["w"].shape == (c, 5, D)
     np.testing.assert_array_equal(np.asarray(a["w"]), np.asarray(s["w"]))
     assert not np.array_equal(np.asarray(a["w"][0]), np.asarray(a["w"][1]))
 
     p0 = {"w": jnp.zeros(D), "b": jnp.zeros(())}
-    single = jax.jit(lpp.make_optax_step(opt, _loss))
-    dp = lpp.data_parallel_step_sharded(opt, _loss, lpp.make_data_mesh())
+    single = lpp.data_parallel_step(opt, _loss, backend="vmap")
+    dp = lpp.data_parallel_step(opt, _loss, mesh=lpp.make_mesh(data=-1))
     s1, s2 = (p0, opt.init(p0)), (p0, opt.init(p0))
     for t in range(3):
         batch = (x[8 * t:8 * t + 8], y[8 * t:8 * t + 8])
@@ -210,30 +219,109 @@ def test_single_device_layouts_agree():
 def test_bad_input_single_device():
     x, y = _problem()
     opt = lps.sgld(1e-2, num_data=N, key=jax.random.key(0))
-    step_fn = lpp.optax_chain_step(opt, _loss, lambda k: (x[:8], y[:8]))
+    kw = dict(loss_fn=_loss, batch_fn=lambda k: (x[:8], y[:8]))
     params = {"w": jnp.zeros((3, D)), "b": jnp.zeros((3,))}
-    carry = (params, lpp.init_chain_states(opt, params, jax.random.split(jax.random.key(1), 3)))
+    carry = lpp.init_chains(opt, params, jax.random.split(jax.random.key(1), 3))
+    keys3 = jax.random.split(jax.random.key(0), 3)
     with pytest.raises(ValueError, match=r"3 chains \(keys\) but init_carry leaf .* \(2,\)"):
-        lpp.run_chains_vmap(step_fn, jax.tree.map(lambda v: v[:2], carry),
-                            jax.random.split(jax.random.key(0), 3), 4)
+        lpp.run_chains(opt, jax.tree.map(lambda v: v[:2], carry), keys3, 4, backend="vmap",
+                       **kw)
     with pytest.raises(ValueError, match=r"one PRNG key per chain.*\(3, 2, 2\)"):
-        lpp.run_chains_vmap(step_fn, carry, jax.random.split(jax.random.PRNGKey(0), (3, 2)), 4)
+        lpp.run_chains(opt, carry, jax.random.split(jax.random.PRNGKey(0), (3, 2)), 4, **kw)
     with pytest.raises(ValueError, match="num_steps must be a positive int, got 0"):
-        lpp.run_chains_vmap(step_fn, carry, jax.random.split(jax.random.key(0), 3), 0)
+        lpp.run_chains(opt, carry, keys3, 0, backend="vmap", **kw)
     with pytest.raises(ValueError, match=r"axis names \('chains',\).*has axes \('data',\)"):
-        lpp.run_chains_sharded(step_fn, carry, jax.random.split(jax.random.key(0), 3), 2,
-                               mesh=lpp.make_data_mesh())
+        lpp.run_chains(opt, carry, keys3, 2, mesh=lpp.make_mesh(data=-1), **kw)
     with pytest.raises(ValueError, match=r"axis names \('data',\).*has axes \('chains',\)"):
-        lpp.data_parallel_step_sharded(opt, _loss, lpp.make_chain_mesh())
-    with pytest.raises(ValueError, match=r"axis names \('chains', 'data'\).*\('data',\)"):
-        lpp.chains_data_parallel_step_sharded(opt, _loss, lpp.make_data_mesh())
+        lpp.data_parallel_step(opt, _loss, mesh=lpp.make_mesh(chains=-1))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        lpp.run_chains(opt, carry, keys3, 2, backend="jit", **kw)
+    with pytest.raises(ValueError, match="backend='pmap' takes a 1-D mesh"):
+        lpp.data_parallel_step(opt, _loss, mesh=lpp.make_mesh(1, 1), backend="pmap")
+    with pytest.raises(TypeError, match="optax sampler needs loss_fn"):
+        lpp.data_parallel_step(opt)
+    with pytest.raises(TypeError, match="make_mesh needs chains= and/or data="):
+        lpp.make_mesh()
+    with pytest.raises(ValueError, match=r"split evenly over 1 devices of mesh axis 'data'"
+                       r"|has no axis 1"):
+        lpp.shard(jnp.zeros(3), lpp.make_mesh(1, 1), ("chains", "data"))
     n = jax.device_count()
     with pytest.raises(ValueError, match=rf"make_mesh\(2, {n}\) needs {2 * n} devices"):
         lpp.make_mesh(2, n)
-    with pytest.raises(ValueError, match=rf"num_devices={n + 1} but only {n}"):
-        lpp.make_chain_mesh(n + 1)
+    with pytest.raises(ValueError, match=rf"make_mesh\({n + 1}\) needs {n + 1} devices"):
+        lpp.make_mesh(chains=n + 1)
     with pytest.raises(RuntimeError, match="before any JAX computation"):
         lpp.initialize_distributed("localhost:1", 2, 0)
+
+
+def test_shard_and_replicate_place_the_leaves():
+    mesh = lpp.make_mesh(1, 1)
+    x = lpp.shard({"a": jnp.zeros((2, 3))}, mesh, ("chains", "data"))["a"]
+    assert x.sharding.spec == jax.sharding.PartitionSpec("chains", "data")
+    r = lpp.replicate(jnp.ones(3), mesh)
+    assert r.sharding.spec == jax.sharding.PartitionSpec(None)
+    p = lpp.replicate(jnp.ones(3), backend="pmap")
+    assert p.shape == (jax.local_device_count(), 3)
+
+
+OLD_NAMES = {
+    "CHAINS": "'chains'", "DATA": "'data'", "make_chain_mesh": "make_mesh(chains=-1)",
+    "make_data_mesh": "make_mesh(data=-1)", "shard_chains": "shard(", "shard_batch": "shard(",
+    "pmap_replicate": "replicate(", "pmap_unreplicate": "x[0]",
+    "init_chain_states": "init_chains(", "optax_chain_step": "run_chains(",
+    "blackjax_chain_step": "run_chains(", "run_chains_vmap": "backend='vmap'",
+    "run_chains_pmap": "backend='pmap'", "run_chains_sharded": "backend='sharded'",
+    "make_optax_step": "data_parallel_step(", "data_parallel_step_pmap": "backend='pmap'",
+    "data_parallel_step_sharded": "data_parallel_step(",
+    "data_parallel_kernel_pmap": "backend='pmap'",
+    "data_parallel_kernel_sharded": "data_parallel_step(",
+    "chains_data_parallel_step_sharded": "make_mesh(chains, data)",
+    "chains_data_parallel_kernel_sharded": "make_mesh(chains, data)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_NAMES))
+def test_old_names_are_deprecated_aliases(name):
+    assert name not in lpp.__all__
+    with pytest.warns(DeprecationWarning, match=rf"parallel\.{name} is deprecated.*use "):
+        value = getattr(lpp, name)
+    with pytest.warns(DeprecationWarning) as record:
+        exec(f"from lpsampling.parallel import {name}", {})
+    assert OLD_NAMES[name] in str(record[0].message)
+    assert value is not None
+    with pytest.raises(AttributeError):
+        lpp.no_such_name  # noqa: B018
+
+
+def test_old_names_keep_their_behaviour():
+    """The aliases run the new code: same numbers as the new names, on one device."""
+    x, y = _problem()
+    opt = lps.sgld(1e-2, num_data=N, weight_format=lps.FixedPoint(8, 6),
+                   grad_format=lps.FixedPoint(8, 6), accumulator="low", key=jax.random.key(0))
+    batch_fn = lambda k: (x[:8], y[:8])
+    params = {"w": jnp.zeros((2, D)), "b": jnp.zeros((2,))}
+    ck, rk = jax.random.split(jax.random.key(1), 2), jax.random.split(jax.random.key(2), 2)
+    with pytest.warns(DeprecationWarning):
+        states = lpp.init_chain_states(opt, params, ck)
+        step_fn = lpp.optax_chain_step(opt, _loss, batch_fn)
+        _, old = lpp.run_chains_vmap(step_fn, (params, states), rk, 4)
+        _, old_sh = lpp.run_chains_sharded(step_fn, (params, states), rk, 4,
+                                           mesh=lpp.make_chain_mesh())
+        single = jax.jit(lpp.make_optax_step(opt, _loss))
+        dp_old = lpp.data_parallel_step_sharded(opt, _loss, lpp.make_data_mesh())
+        rep = lpp.pmap_unreplicate(lpp.pmap_replicate(params))
+    carry = lpp.init_chains(opt, params, ck)
+    _, new = lpp.run_chains(opt, carry, rk, 4, loss_fn=_loss, batch_fn=batch_fn)
+    for a in (old, old_sh):
+        np.testing.assert_array_equal(np.asarray(a["w"]), np.asarray(new["w"]))
+    np.testing.assert_array_equal(np.asarray(rep["w"]), np.asarray(params["w"]))
+    p0 = {"w": jnp.zeros(D), "b": jnp.zeros(())}
+    new_dp = lpp.data_parallel_step(opt, _loss)
+    a = single(p0, opt.init(p0), (x[:8], y[:8]))
+    b = dp_old(p0, opt.init(p0), (x[:8], y[:8]))
+    c = new_dp(p0, opt.init(p0), (x[:8], y[:8]))
+    for out in (b, c):
+        np.testing.assert_array_equal(np.asarray(a[0]["w"]), np.asarray(out[0]["w"]))
 
 
 # -------------------------------------------------------------- 8 fake devices, subprocess
