@@ -21,21 +21,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from lpsampling.formats import (
-    NO_GRID,
-    BlockFloatingPoint,
-    FixedPoint,
-    FloatingPoint,
-    Format,
-    Full,
-    check_format,
-    grid_bounds,
-    grid_exponent,
-    pow2,
-    scale_pow2,
-)
+# uniform24 and round_scaled live with the formats (their grid kernel uses them) and are
+# part of this module's surface as before.
+from lpsampling.formats import Format, check_format, uniform24
+from lpsampling.formats import round_scaled as round_scaled
 
 __all__ = ["quantize", "quantize_tree", "quantizer", "uniform24", "ROUNDINGS"]
 
@@ -58,68 +48,14 @@ def check_float_array(x: Any, name: str = "x") -> jax.Array:
     return x
 
 
-def uniform24(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Uniform float32 in [0, 1) on a 2**-24 lattice, from 32 fresh bits per element."""
-    bits = jax.random.bits(key, shape, jnp.uint32)
-    return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
-
-
-def round_scaled(s: jax.Array, rounding: str, key: jax.Array | None) -> jax.Array:
-    """Round float32 ``s`` (a value in units of its grid gap) to an integer-valued float."""
-    if rounding == "nearest":
-        return jnp.round(s)  # half to even
-    lo = jnp.floor(s)
-    return lo + (uniform24(key, s.shape) < s - lo).astype(s.dtype)
-
-
-def _quantize_float_bits(x: jax.Array, fmt: FloatingPoint, rounding: str, key) -> jax.Array:
-    """Round float32 ``x`` to ``fmt.man`` mantissa bits on its bit pattern (exp == 8).
-
-    With eight exponent bits the format's binades and subnormals are float32's own, so the
-    magnitude's bit pattern is linear in the value within each binade and rounding at bit
-    ``23 - man`` (the carry may step into the next binade) is exact, subnormals included.
-    """
-    shift = 23 - fmt.man
-    if shift == 0:
-        return x
-    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    sign = bits & jnp.uint32(0x80000000)
-    mag = bits & jnp.uint32(0x7FFFFFFF)
-    if rounding == "nearest":
-        odd = (mag >> shift) & jnp.uint32(1)
-        rounded = mag + jnp.uint32((1 << (shift - 1)) - 1) + odd
-    else:
-        rounded = mag + (jax.random.bits(key, x.shape, jnp.uint32) >> (32 - shift))
-    rounded = rounded & jnp.uint32(~((1 << shift) - 1) & 0xFFFFFFFF)
-    special = mag >= jnp.uint32(0x7F800000)  # inf and NaN keep their pattern
-    out = sign | jnp.where(special, mag, rounded)
-    return jax.lax.bitcast_convert_type(out, jnp.float32)
-
-
 def quantize_f32(x: jax.Array, fmt: Format, rounding: str, key) -> jax.Array:
-    """The quantization kernel on float32 ``x`` (no checks, no gradient rule)."""
-    if isinstance(fmt, Full):
-        return x
-    if isinstance(fmt, FloatingPoint) and fmt.exp >= 8:
-        return _quantize_float_bits(x, fmt, rounding, key)
-    if isinstance(fmt, FixedPoint):
-        # one exact, normal power of two each way (fl is in [-100, 126])
-        r = round_scaled(x * np.float32(2.0**fmt.fl), rounding, key)
-        out = r * np.float32(2.0**-fmt.fl)
-        if fmt.clamp:
-            out = jnp.clip(out, np.float32(fmt.min_value), np.float32(fmt.max_value))
-        return out
-    k = grid_exponent(x, fmt)
-    if isinstance(fmt, FloatingPoint):
-        # exp <= 7: |k| <= 62 + 23, so 2**-k and 2**k are single normal powers of two
-        r = round_scaled(x * pow2(-k), rounding, key)
-        out = r * pow2(k)
-    else:
-        # block floating point: -k = wl - 2 - e may exceed 127 for tiny blocks, so two factors
-        r = round_scaled(scale_pow2(x, -k), rounding, key)
-        out = scale_pow2(r, k)
-    lo, hi = grid_bounds(k, fmt)
-    return jnp.clip(out, lo, hi)
+    """The quantization kernel on float32 ``x`` (no checks, no gradient rule).
+
+    The format rounds (:meth:`~lpsampling.formats.Format.round_f32`): the shared grid kernel
+    for fixed point, block floating point and floats with ``exp < 8``; the float32 bit
+    pattern for 8-exponent-bit floats; the identity for ``FULL``.
+    """
+    return fmt.round_f32(x, rounding, key)
 
 
 def round_unbiased_f32(x: jax.Array, fmt: Format, key) -> jax.Array:
@@ -136,14 +72,7 @@ def round_unbiased_f32(x: jax.Array, fmt: Format, key) -> jax.Array:
     :func:`quantize_f32`. Where no carry happens the result equals
     ``quantize_f32(x, fmt, "stochastic", key)``.
     """
-    if not isinstance(fmt, BlockFloatingPoint):
-        return quantize_f32(x, fmt, "stochastic", key)
-    k = grid_exponent(x, fmt)
-    no_grid = k == NO_GRID
-    kk = jnp.where(no_grid, 0, k)
-    carried = scale_pow2(round_scaled(scale_pow2(x, -kk), "stochastic", key), kk)
-    carried = jnp.where(no_grid, 0.0, carried)
-    return quantize_f32(carried, fmt, "stochastic", jax.random.fold_in(key, 1))
+    return fmt.round_unbiased_f32(x, key)
 
 
 _straight_through = jax.custom_jvp(
@@ -184,7 +113,7 @@ def quantize(
     check_format(fmt)
     check_rounding(rounding)
     x = check_float_array(x)
-    if isinstance(fmt, Full):
+    if fmt.is_identity:
         return x
     if rounding == "stochastic" and key is None:
         raise ValueError(
@@ -207,7 +136,7 @@ def quantize_tree(
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     if not leaves:
         return tree
-    if rounding == "stochastic" and key is not None and not isinstance(fmt, Full):
+    if rounding == "stochastic" and key is not None and not fmt.is_identity:
         keys = list(jax.random.split(key, len(leaves)))
     else:
         keys = [key] * len(leaves)
@@ -237,8 +166,8 @@ def quantizer(
     check_rounding(rounding)
     backward_rounding = rounding if backward_rounding is None else backward_rounding
     check_rounding(backward_rounding)
-    needs_key = (rounding == "stochastic" and not isinstance(forward_fmt, Full)) or (
-        backward_rounding == "stochastic" and not isinstance(backward_fmt, Full)
+    needs_key = (rounding == "stochastic" and not forward_fmt.is_identity) or (
+        backward_rounding == "stochastic" and not backward_fmt.is_identity
     )
 
     def _derive(key, stream):

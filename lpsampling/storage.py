@@ -24,17 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpsampling._io import atomic_open
-from lpsampling.formats import (
-    BlockFloatingPoint,
-    FixedPoint,
-    FloatingPoint,
-    Format,
-    Full,
-    block_exponent,
-    check_format,
-    pow2,
-    scale_pow2,
-)
+from lpsampling.formats import FORMAT_TYPES, ZERO_BLOCK_EXPONENT, Format, Full, check_format
 from lpsampling.quantize import check_float_array, quantize
 
 __all__ = [
@@ -45,9 +35,6 @@ __all__ = [
     "save_packed",
     "load_packed",
 ]
-
-# The exponent stored for an all-zero block.
-ZERO_BLOCK_EXPONENT = -128
 
 _FILE_MAGIC = "lpsampling.packed"
 _FILE_VERSION = 1
@@ -128,21 +115,11 @@ def _is_concrete(x: Any) -> bool:
 
 def code_dtype(fmt: Format) -> np.dtype:
     """The dtype of ``Packed.codes`` for ``fmt`` (``uint8`` holding two nibbles if bits <= 4)."""
-    check_format(fmt)
-    if isinstance(fmt, Full):
-        raise ValueError("FULL has no code dtype: packed FULL keeps the tensor's own dtype")
-    bits = fmt.bits
-    if bits <= 4:
-        return np.dtype(np.uint8)
-    signed = not isinstance(fmt, FloatingPoint)
-    for width in (8, 16, 32):
-        if bits <= width:
-            return np.dtype(f"{'int' if signed else 'uint'}{width}")
-    raise AssertionError(bits)
+    return check_format(fmt).code_dtype()
 
 
 def _nibbles(fmt: Format) -> bool:
-    return not isinstance(fmt, Full) and fmt.bits <= 4
+    return not fmt.is_identity and fmt.bits <= 4
 
 
 def _code_shape(fmt: Format, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -155,27 +132,7 @@ def _code_shape(fmt: Format, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _exponent_shape(fmt: Format, shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """Shape of ``exponents`` (block shape) or None when the format has no exponents."""
-    if not isinstance(fmt, BlockFloatingPoint):
-        return None
-    ndim = len(shape)
-    if ndim == 0:
-        return ()
-    if fmt.block_size is not None:
-        n, b = shape[-1], fmt.block_size
-        if n % b:
-            raise ValueError(
-                f"block_size={b} must divide the last axis of the tensor, whose length is {n}"
-            )
-        return tuple(shape[:-1]) + (n // b, 1)
-    if fmt.axis is None:
-        return (1,) * ndim
-    axis = fmt.axis
-    if not -ndim <= axis < ndim:
-        raise ValueError(
-            f"axis={axis} is out of range for a tensor of {ndim} dimensions, shape {shape}"
-        )
-    axis %= ndim
-    return tuple(d if i == axis else 1 for i, d in enumerate(shape))
+    return fmt.exponent_shape(shape)
 
 
 def _pack_nibbles(c: jax.Array) -> jax.Array:
@@ -194,15 +151,6 @@ def _unpack_nibbles(b: jax.Array, n: int, signed: bool) -> jax.Array:
     if signed:
         c = (c ^ 8) - 8
     return c
-
-
-def _float_to_int_codes(m: jax.Array, lo: int, hi: int) -> jax.Array:
-    """Integer-valued float32 ``m`` -> int32, saturated to [lo, hi], NaN -> 0."""
-    # float32 cannot hold 2**31 - 1: saturate at the largest float32 below 2**31.
-    hi_f = float(min(hi, 2**31 - 128))
-    lo_f = float(max(lo, -(2**31)))
-    m = jnp.where(jnp.isnan(m), 0.0, jnp.clip(jnp.round(m), lo_f, hi_f))
-    return m.astype(jnp.int32)
 
 
 def _store_ints(c: jax.Array, fmt: Format) -> jax.Array:
@@ -233,156 +181,29 @@ def _batch_shape(codes: Any, fmt: Format, shape: tuple[int, ...]) -> tuple[int, 
 
 
 # --------------------------------------------------------------------------------------
-# Fixed point.
-
-
-def _fixed_codes(q: jax.Array, fmt: FixedPoint) -> jax.Array:
-    return _float_to_int_codes(scale_pow2(q, fmt.fl), fmt.min_code, fmt.max_code)
-
-
-def _fixed_values(c: jax.Array, fmt: FixedPoint) -> jax.Array:
-    return scale_pow2(c.astype(jnp.float32), -fmt.fl)
-
-
-# --------------------------------------------------------------------------------------
-# Block floating point.
-
-
-def _block_view(a: jax.Array, fmt: BlockFloatingPoint, shape: tuple[int, ...]) -> jax.Array:
-    """Reshape ``a`` (batch + shape) so that it broadcasts against the stored exponents."""
-    if fmt.block_size is None or len(shape) == 0:
-        return a
-    nb = a.ndim - len(shape)
-    b = fmt.block_size
-    return a.reshape(a.shape[:nb] + tuple(shape[:-1]) + (shape[-1] // b, b))
-
-
-def _bfp_encode(q: jax.Array, fmt: BlockFloatingPoint) -> tuple[jax.Array, jax.Array]:
-    shape = q.shape
-    e = block_exponent(q, fmt)  # broadcastable against q; -127 for zero blocks
-    if fmt.block_size is not None and q.ndim:
-        e = _block_view(e, fmt, shape)[..., :1]
-    e = jnp.reshape(e, _exponent_shape(fmt, shape))
-    zero = e < -126
-    k = e + 2 - fmt.wl
-    qb = _block_view(q, fmt, shape)
-    m = scale_pow2(qb, -k)
-    c = _float_to_int_codes(m, -fmt.max_code, fmt.max_code)
-    c = jnp.where(zero, 0, c).reshape(shape)
-    exps = jnp.where(zero, ZERO_BLOCK_EXPONENT, e).astype(jnp.int8)
-    return c, exps
-
-
-def _bfp_decode(c: jax.Array, exps: jax.Array, fmt: BlockFloatingPoint,
-                shape: tuple[int, ...]) -> jax.Array:
-    e = exps.astype(jnp.int32)
-    cb = _block_view(c, fmt, shape).astype(jnp.float32)
-    v = scale_pow2(cb, e + 2 - fmt.wl)
-    v = jnp.where(e == ZERO_BLOCK_EXPONENT, 0.0, v)
-    return v.reshape(c.shape)
-
-
-# --------------------------------------------------------------------------------------
-# Small floats, on the float32 bit pattern.
-
-_U = jnp.uint32
-
-
-def _float_encode(q: jax.Array, fmt: FloatingPoint) -> jax.Array:
-    bits = jax.lax.bitcast_convert_type(q, jnp.uint32)
-    sign = bits >> 31
-    nan = jnp.isnan(q)
-    if fmt.exp >= 8:
-        shift = 23 - fmt.man
-        code = bits >> shift
-        if fmt.man >= 1:  # keep NaN a NaN even if its payload was in the dropped bits
-            nan_code = (sign << (8 + fmt.man)) | _U((0xFF << fmt.man) | (1 << (fmt.man - 1)))
-            code = jnp.where(nan, nan_code, code)
-        else:
-            code = jnp.where(nan, _U(0), code)
-        return code
-    man, bias = fmt.man, 2 ** (fmt.exp - 1) - 1
-    big_e = ((bits >> 23) & _U(0xFF)).astype(jnp.int32)
-    mant = bits & _U(0x7FFFFF)
-    e = big_e - 127
-    normal = e >= fmt.min_exp
-    normal_code = ((e + bias).astype(jnp.uint32) << man) | (mant >> (23 - man))
-    sub_shift = jnp.clip((23 - man) + (fmt.min_exp - e), 0, 31).astype(jnp.uint32)
-    sub_code = (mant | _U(0x800000)) >> sub_shift
-    mag = jnp.where(normal, normal_code, jnp.where(big_e == 0, _U(0), sub_code))
-    code = (sign << (fmt.exp + man)) | mag
-    return jnp.where(nan, _U(0), code)
-
-
-def _float_decode(c: jax.Array, fmt: FloatingPoint) -> jax.Array:
-    c = c.astype(jnp.uint32)
-    if fmt.exp >= 8:
-        return jax.lax.bitcast_convert_type(c << (23 - fmt.man), jnp.float32)
-    man, bias = fmt.man, 2 ** (fmt.exp - 1) - 1
-    sign = ((c >> (fmt.exp + man)) & _U(1)) << 31
-    big_e = ((c >> man) & _U(2**fmt.exp - 1)).astype(jnp.int32)
-    mant = c & _U(2**man - 1)
-    normal_bits = ((big_e - bias + 127).astype(jnp.uint32) << 23) | (mant << (23 - man))
-    sub_val = mant.astype(jnp.float32) * pow2(fmt.min_exp - man)  # a normal float32
-    sub_bits = jax.lax.bitcast_convert_type(sub_val, jnp.uint32)
-    out = sign | jnp.where(big_e > 0, normal_bits, sub_bits)
-    return jax.lax.bitcast_convert_type(out, jnp.float32)
-
-
-# --------------------------------------------------------------------------------------
 # pack / unpack.
 
 
 def _check_concrete(x: jax.Array, fmt: Format) -> None:
     """Raise for values of concrete ``x`` that ``fmt`` cannot store (checked on the host)."""
-    if isinstance(fmt, Full):
+    if fmt.is_identity:
         return
-    xs = np.asarray(x, dtype=np.float32)
-    has_inf_nan = isinstance(fmt, FloatingPoint) and fmt.exp >= 8
-    if not has_inf_nan or fmt.man == 0:
-        bad = np.isnan(xs) if has_inf_nan else ~np.isfinite(xs)
-        if bad.any():
-            what = "NaN" if has_inf_nan else "NaN or inf"
-            raise ValueError(
-                f"pack: x contains {what} ({int(bad.sum())} element(s)), which {fmt!r} "
-                f"cannot represent; replace them before packing"
-            )
-    if isinstance(fmt, FixedPoint) and not fmt.clamp:
-        # the nearest code, exactly as quantize computes it (half to even)
-        code = np.round(xs.astype(np.float64) * 2.0**fmt.fl)
-        if ((code > fmt.max_code) | (code < fmt.min_code)).any():
-            raise ValueError(
-                f"pack: x has values outside the range [{fmt.min_value:g}, "
-                f"{fmt.max_value:g}] of {fmt!r} (clamp=False); they cannot be stored in "
-                f"{fmt.wl}-bit codes"
-            )
+    fmt.check_storable(x)
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _encode(x: jax.Array, fmt: Format) -> tuple[jax.Array, jax.Array | None]:
     """Round ``x`` to the grid of ``fmt`` and encode it: (codes, exponents or None)."""
     q = quantize(x.astype(jnp.float32), fmt, rounding="nearest")
-    if isinstance(fmt, FixedPoint):
-        return _store_ints(_fixed_codes(q, fmt), fmt), None
-    if isinstance(fmt, BlockFloatingPoint):
-        c, exps = _bfp_encode(q, fmt)
-        return _store_ints(c, fmt), exps
-    code = _float_encode(q, fmt)
-    if _nibbles(fmt):
-        return _pack_nibbles(code), None
-    return code.astype(code_dtype(fmt)), None
+    c, exps = fmt.encode(q)
+    return _store_ints(c, fmt), exps
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _decode(codes: jax.Array, exps: jax.Array | None, fmt: Format, shape: tuple[int, ...],
             dtype: str) -> jax.Array:
-    if isinstance(fmt, FixedPoint):
-        v = _fixed_values(_load_ints(codes, fmt, shape, signed=True), fmt)
-    elif isinstance(fmt, BlockFloatingPoint):
-        v = _bfp_decode(_load_ints(codes, fmt, shape, signed=True), exps, fmt, shape)
-    else:
-        v = _float_decode(_load_ints(codes, fmt, shape, signed=False), fmt)
-    return v.astype(dtype)
+    c = _load_ints(codes, fmt, shape, signed=fmt.signed_codes)
+    return fmt.decode(c, exps, shape).astype(dtype)
 
 
 def pack(x: jax.Array, fmt: Format) -> Packed:
@@ -408,7 +229,7 @@ def pack(x: jax.Array, fmt: Format) -> Packed:
     check_format(fmt)
     x = check_float_array(x)
     shape, dtype = tuple(x.shape), x.dtype.name
-    if isinstance(fmt, Full):
+    if fmt.is_identity:
         return Packed(x, None, fmt, shape, dtype)
     _exponent_shape(fmt, shape)  # validates axis / block_size early
     if _is_concrete(x):
@@ -428,13 +249,14 @@ def unpack(packed: Packed) -> jax.Array:
         raise TypeError(f"unpack expects a Packed, got {type(packed).__name__}")
     fmt, shape = packed.fmt, packed.shape
     codes = jnp.asarray(packed.codes)
-    if isinstance(fmt, Full):
+    if fmt.is_identity:
         return codes.astype(packed.dtype)
     batch = _batch_shape(codes, fmt, shape)
     exps = None
-    if isinstance(fmt, BlockFloatingPoint):
+    es = _exponent_shape(fmt, shape)
+    if es is not None:
         exps = jnp.asarray(packed.exponents)
-        want = batch + _exponent_shape(fmt, shape)
+        want = batch + es
         if tuple(exps.shape) != want:
             raise ValueError(
                 f"exponents of shape {exps.shape} do not match the block shape {want}"
@@ -450,13 +272,9 @@ def _format_to_json(fmt: Format) -> dict[str, Any]:
     return {"type": type(fmt).__name__, **dataclasses.asdict(fmt)}
 
 
-_FORMAT_TYPES = {cls.__name__: cls for cls in (FixedPoint, BlockFloatingPoint, FloatingPoint,
-                                               Full)}
-
-
 def _format_from_json(d: Mapping[str, Any]) -> Format:
     d = dict(d)
-    cls = _FORMAT_TYPES[d.pop("type")]
+    cls = FORMAT_TYPES[d.pop("type")]
     return cls(**d)
 
 
@@ -558,7 +376,7 @@ def load_packed(path: str | os.PathLike) -> Packed | dict[str, Any]:
 
 def _validate_loaded(p: Packed) -> None:
     fmt = p.fmt
-    if isinstance(fmt, Full):
+    if fmt.is_identity:
         if tuple(p.codes.shape) != p.shape:
             raise ValueError(f"FULL leaf has shape {p.codes.shape}, expected {p.shape}")
         return

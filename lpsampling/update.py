@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lpsampling.formats import Format, Full, check_format
+from lpsampling.formats import Format, check_format
 from lpsampling.quantize import quantize_f32
 from lpsampling.vc import vc_quantize_f32
 
@@ -46,7 +46,7 @@ class Precision:
             raise ValueError(
                 f"accumulator must be one of {ACCUMULATORS}, got {self.accumulator!r}"
             )
-        if self.accumulator in ("low", "vc") and isinstance(self.weight_format, Full):
+        if self.accumulator in ("low", "vc") and self.weight_format.is_identity:
             raise ValueError(
                 f"accumulator={self.accumulator!r} keeps the weights on the weight grid, so it "
                 "needs a low-precision weight_format (got FULL); use accumulator='full'"
@@ -55,11 +55,11 @@ class Precision:
     @property
     def has_accumulator(self) -> bool:
         """Whether a separate full-precision accumulator exists (SGLDLP-F with a grid)."""
-        return self.accumulator == "full" and not isinstance(self.weight_format, Full)
+        return self.accumulator == "full" and not self.weight_format.is_identity
 
     @property
     def name(self) -> str:
-        if isinstance(self.weight_format, Full) and isinstance(self.grad_format, Full):
+        if self.weight_format.is_identity and self.grad_format.is_identity:
             return "FP"
         return {"full": "LP-F", "low": "LP-L", "vc": "VC LP-L"}[self.accumulator]
 
@@ -110,8 +110,7 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
     k_grad, k_noise, k_weight = keys
     theta32 = theta.astype(jnp.float32)
     g32 = g.astype(jnp.float32)
-    if not isinstance(precision.grad_format, Full):
-        g32 = quantize_f32(g32, precision.grad_format, "stochastic", k_grad)
+    g32 = quantize_f32(g32, precision.grad_format, "stochastic", k_grad)  # FULL: identity
     if weight_decay is not None:
         g32 = g32 + weight_decay * theta32
     mu = theta32 - learning_rate * g32

@@ -21,17 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lpsampling.formats import (
-    NO_GRID,
-    FixedPoint,
-    Format,
-    Full,
-    check_format,
-    float_exponent,
-    grid_bounds,
-    grid_exponent,
-    scale_pow2,
-)
+from lpsampling.formats import NO_GRID, Format, check_format, float_exponent, scale_pow2
 from lpsampling.quantize import check_float_array, quantize_f32, round_unbiased_f32, uniform24
 
 __all__ = ["vc_quantize"]
@@ -79,7 +69,7 @@ def working_gap_exponent(mean: jax.Array, variance: jax.Array, fmt: Format) -> j
     wherever the output stays inside the mean's block range or binade. :data:`NO_GRID`
     only where the mean has no grid and ``v = 0``.
     """
-    k = grid_exponent(mean, fmt)
+    k = fmt.grid_exponent(mean)
     sigma_k = float_exponent(jnp.sqrt(variance)) - SIGMA_GAP_BITS
     return jnp.maximum(k, jnp.where(variance > 0, sigma_k, NO_GRID))
 
@@ -93,7 +83,7 @@ def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> j
     shape = mean.shape
     k_gauss, k_choice, k_final = jax.random.split(key, 3)
     xi = jax.random.normal(k_gauss, shape, jnp.float32)
-    if isinstance(fmt, Full):
+    if fmt.is_identity:
         return mean + jnp.sqrt(variance) * xi
     k = working_gap_exponent(mean, variance, fmt)
     has_grid = k != NO_GRID
@@ -103,11 +93,10 @@ def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> j
     units = _vc_units(m, vu, xi, uniform24(k_choice, shape))
     # no grid (all-zero block or sub-normal float gap) and v = 0: the mean itself
     out = jnp.where(has_grid, scale_pow2(units, kk), mean)
-    if isinstance(fmt, FixedPoint):
-        if fmt.clamp:
-            lo, hi = grid_bounds(k, fmt)
-            out = jnp.clip(out, lo, hi)
-        return out
+    if fmt.uniform_grid:
+        # one gap everywhere (fixed point): every multiple of it is on the grid, so the
+        # output only needs saturating to the range
+        return fmt.saturate(out, k)
     # The final stochastic rounding is the identity wherever ``out`` is already a value of
     # the format (the common case: no block-range or binade edge crossed, no zero block), so
     # it only runs when a cheap nearest-rounding check finds an element off the grid; the

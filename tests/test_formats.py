@@ -4,6 +4,7 @@ the grid facts (gap, range, largest value) they expose."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -147,3 +148,98 @@ def test_describe_and_storage_bits():
         assert repr(fmt).split("(")[0] in describe(fmt)
         assert storage_bits(fmt) == fmt.bits
     assert "480" in describe(lps.FloatingPoint(4, 3))
+
+
+# --------------------------------------------------------------------------------------
+# Formats carry their behaviour: methods agree with the module functions; name parsing.
+
+
+@pytest.mark.parametrize("fmt", ALL, ids=repr)
+def test_methods_match_module_functions(fmt):
+    from lpsampling.formats import Format, check_format, describe, grid_bounds, grid_exponent
+
+    assert isinstance(fmt, Format) and check_format(fmt) is fmt
+    assert fmt.describe() == describe(fmt)
+    assert fmt.is_identity == (fmt == lps.FULL)
+    x = jnp.tile(jnp.array([[0.0, 1.0, -3.5, 0.01], [2.0**-8, 300.0, -0.25, 7.0]]), (1, 4))
+    np.testing.assert_array_equal(fmt.grid_gap(x), lps.grid_gap(x, fmt))
+    if fmt.is_identity:
+        for f in (lambda: grid_exponent(x, fmt), lambda: grid_bounds(0, fmt)):
+            with pytest.raises(TypeError, match="no grid"):
+                f()
+        with pytest.raises(ValueError, match="FULL has no code dtype"):
+            fmt.code_dtype()
+        return
+    k = fmt.grid_exponent(x)
+    np.testing.assert_array_equal(k, grid_exponent(x, fmt))
+    for a, b in zip(fmt.grid_bounds(k), grid_bounds(k, fmt), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_module_grid_functions_reject_non_formats():
+    from lpsampling.formats import grid_exponent
+
+    with pytest.raises(TypeError, match="no grid"):
+        grid_exponent(jnp.ones(3), "fixed8")
+
+
+def test_format_types_registry():
+    from lpsampling.formats import FORMAT_TYPES
+
+    assert FORMAT_TYPES == {"FixedPoint": lps.FixedPoint,
+                            "BlockFloatingPoint": lps.BlockFloatingPoint,
+                            "FloatingPoint": lps.FloatingPoint, "Full": lps.Full}
+
+
+FULL4 = (lps.FULL,) * 4
+
+
+@pytest.mark.parametrize("name,canon,label,roles", [
+    ("fp32", "fp32", "FP32", FULL4),
+    ("FULL", "fp32", "FP32", FULL4),
+    (" float32 ", "fp32", "FP32", FULL4),
+    ("fixed8", "fixed8", "8-bit fixed", (lps.FixedPoint(8, 8),) * 2 + (lps.FULL,) * 2),
+    ("fixed8-8", "fixed8", "8-bit fixed", (lps.FixedPoint(8, 8),) * 2 + (lps.FULL,) * 2),
+    ("Fixed8_4", "fixed8-4", "8-bit fixed (fl=4)",
+     (lps.FixedPoint(8, 4),) * 2 + (lps.FULL,) * 2),
+    ("fixed4", "fixed4-4", "4-bit fixed", (lps.FixedPoint(4, 4),) * 2 + (lps.FULL,) * 2),
+    ("bfp8", "bfp8", "8-bit BFP",
+     (lps.BlockFloatingPoint(8, axis=-1),) * 2 + (lps.BlockFloatingPoint(8, axis=0),) * 2),
+    ("BFP4", "bfp4", "4-bit BFP",
+     (lps.BlockFloatingPoint(4, axis=-1),) * 2 + (lps.BlockFloatingPoint(4, axis=0),) * 2),
+])
+def test_parse_format(name, canon, label, roles):
+    from lpsampling.formats import ROLES
+
+    got = tuple(lps.formats.parse_format(name, role) for role in ROLES)
+    assert got == roles
+    assert lps.formats.parse_format(name) == roles[0]  # role defaults to "weight"
+    assert (roles[0].name, roles[0].label) == (canon, label)
+    for fmt in roles:
+        if not fmt.is_identity:
+            assert lps.formats.parse_format(fmt.name, "activation") in roles
+
+
+def test_parse_format_errors():
+    from lpsampling.formats import parse_format
+
+    valid = "valid formats: fp32, fixed8, bfp8, fixed<wl>-<fl>, bfp<wl>"
+    with pytest.raises(ValueError, match=r"^unknown format 'fp8'; " + re.escape(valid)):
+        parse_format("fp8")
+    with pytest.raises(ValueError, match=r"^unknown format 'fixed'; "):
+        parse_format("fixed")
+    with pytest.raises(ValueError, match=r"^invalid format 'fixed1': wl must be in \[2, 32\]"):
+        parse_format("fixed1")
+    with pytest.raises(ValueError, match=r"^invalid format 'bfp64': wl must be in"):
+        parse_format("bfp64", "activation")
+    with pytest.raises(ValueError, match="format must be a string"):
+        parse_format(8)
+    with pytest.raises(ValueError, match="role must be one of"):
+        parse_format("fixed8", "bias")
+
+
+def test_names_of_unnamed_formats():
+    assert lps.FloatingPoint(4, 3).name is None
+    assert lps.FixedPoint(8, 3, clamp=False).name is None
+    assert lps.BlockFloatingPoint(8, axis=None).name is None
+    assert lps.BlockFloatingPoint(8, block_size=4).name is None
