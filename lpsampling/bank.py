@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpsampling.formats import Format, Full, check_format
+from lpsampling.formats import ZERO_BLOCK_EXPONENT, Format, check_format
 from lpsampling.quantize import check_float_array
 from lpsampling.storage import (
-    ZERO_BLOCK_EXPONENT,
     Packed,
     _array_nbytes,
     _check_concrete,
@@ -87,7 +86,7 @@ def _bank_init(params: Any, fmt: Format, capacity: int) -> Any:
     # Built from the packed layout's shapes (jax.eval_shape), not by packing zeros inside
     # jit: XLA would constant-fold the whole encoding, which takes seconds on ResNet-18.
     def init_leaf(p):
-        if isinstance(fmt, Full):
+        if fmt.is_identity:
             return jnp.zeros((capacity,) + tuple(p.shape), p.dtype)
         spec = jax.eval_shape(lambda: pack(jnp.zeros(p.shape, p.dtype), fmt))
         codes = jnp.zeros((capacity,) + spec.codes.shape, spec.codes.dtype)

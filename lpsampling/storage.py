@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpsampling._io import atomic_open
-from lpsampling.formats import FORMAT_TYPES, ZERO_BLOCK_EXPONENT, Format, Full, check_format
+from lpsampling.formats import FORMAT_TYPES, Format, check_format
 from lpsampling.quantize import check_float_array, quantize
 
 __all__ = [
