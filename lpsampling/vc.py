@@ -122,6 +122,8 @@ def vc_quantize(
       mean: floating-point array ``μ``.
       variance: target variance ``v ≥ 0`` (scalar or broadcastable to ``mean``), in the
         squared units of ``mean``; for SGLD it is the Langevin noise variance ``2ηT/N``.
+        Float32-subnormal means and variances (below ``2**-126``) read as zero, as XLA on
+        CPU flushes them.
       fmt: the number format of the output.
       key: a JAX PRNG key (typed or raw); required (omitting it raises ValueError).
 
