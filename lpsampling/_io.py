@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,10 +43,27 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as JSON: to a temporary file in the same directory, fsync, then
-    ``os.replace`` onto ``path`` (so a crash never leaves a partial file at ``path``)."""
+    ``os.replace`` onto ``path`` (so a crash never leaves a partial file at ``path``).
+
+    The JSON is strict: non-finite floats are written as ``null`` (:func:`finite_json`)
+    and ``allow_nan=False`` refuses anything else that is not JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False)
+        json.dump(finite_json(obj), fh, indent=2, sort_keys=False, allow_nan=False)
         fh.write("\n")
     return path
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None`` (JSON
+    ``null``), recursively through dicts, lists and tuples (tuples become lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "dtype") and getattr(obj, "shape", None) == ():  # numpy scalar
+        return finite_json(obj.item())
+    return obj

@@ -12,6 +12,7 @@ the console script is ``lpsampling.cli:main``, a re-export of this module's :fun
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -66,12 +67,72 @@ _CONFIG_FLAGS = [
      "SGLD: samples, one per epoch over the last epochs (default ≈ epochs·50/245)"),
     ("--cycle-samples", "cycle_samples", int,
      "cyclical: samples per cycle over its last epochs (default ≈ cycle epochs / 7)"),
-    ("--seed", "seed", int, "random seed (compare: the first seed)"),
+    ("--seed", "seed", None, "random seed in [0, 2**63-1] (compare: the first seed)"),
     ("--num-bins", "num_bins", int, "ECE bins (default 15)"),
     ("--eval-batch-size", "eval_batch_size", int, "test-time batch size"),
     ("--train-subset", "train_subset", int, "use only the first N training examples"),
     ("--test-subset", "test_subset", int, "use only the first N test examples"),
 ]
+
+#: seeds the key function accepts (``jax.random.key``: a 64-bit integer; kept signed)
+MAX_SEED = 2**63 - 1
+#: the largest tensor ``demo --shape`` quantizes (elements; 64 MiB of float32)
+MAX_DEMO_SIZE = 2**24
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {v} out of range [0, 2**63-1]")
+    return v
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}: comma-separated positive integers, e.g. 16,64"
+        ) from None
+    if not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}: every dimension must be a positive integer")
+    size = 1
+    for d in shape:
+        size *= d
+    if size > MAX_DEMO_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"shape {text!r} has {size} elements, more than the demo's limit of "
+            f"{MAX_DEMO_SIZE} (2**24)")
+    return shape
+
+
+def check_writable(path: str | Path, *, directory: bool, flag: str) -> Path:
+    """Check, before any work, that ``path`` can be written: a file path (``directory``
+    false) must not be a directory and its parent must be (or be creatable as) a writable
+    directory; a directory path must be (or be creatable as) a writable directory. The
+    missing directories are created. Raises ``ValueError`` with a one-line message."""
+    import tempfile
+
+    p = Path(path).expanduser()
+    if not directory and p.is_dir():
+        raise ValueError(f"{flag} {p}: is a directory, expected a file path")
+    d = p if directory else (p.parent if str(p.parent) else Path("."))
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{flag} {p}: {d} is not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lpsampling-write-test-", dir=d)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise ValueError(f"{flag} {p}: cannot write to {d} ({why})") from None
+    return p
+
 
 # defaults of the quick digits setting (see RunConfig) and per-dataset models
 DEFAULT_MODELS = {"digits": "mlp", "fashion_mnist": "cnn", "cifar10": "resnet18",
@@ -84,7 +145,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="the paper's settings (flags given explicitly override them)")
     for flag, dest, typ, help_ in _CONFIG_FLAGS:
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+        p.add_argument(flag, dest=dest, type=typ or _seed, default=None, help=help_)
     p.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction,
                    default=None, help="random crop + horizontal flip of training images")
     p.add_argument("--no-progress", dest="progress", action="store_false",
@@ -125,6 +186,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if out is None:
         out = (f"runs/{config.dataset}-{config.model}-{config.format}-{config.method}-"
                f"seed{config.seed}.json")
+    check_writable(out, directory=False, flag="--out")
+    if config.checkpoint_dir:
+        check_writable(config.checkpoint_dir, directory=True, flag="--checkpoint-dir")
     t0 = time.perf_counter()
     res = run_experiment(config, out=out, resume=args.resume, progress=args.progress)
     m, rec = res.record["metrics"], res.record
@@ -135,6 +199,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"bank {rec['bank']['nbytes']} B ({rec['bank']['ratio_vs_float32']:.3f}× float32)"
           f"  [{time.perf_counter() - t0:.1f} s]")
     print(f"wrote {out}")
+    if rec.get("failed"):
+        print(f"lpsampling run: error: the run failed: {rec['failed']} (recorded in {out} "
+              'with "complete": false)', file=sys.stderr)
+        return 3
     return 0
 
 
@@ -143,6 +211,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     base = _config_from_args(args)
     out_dir = args.out_dir or f"runs/compare-{base.dataset}"
+    check_writable(out_dir, directory=True, flag="--out-dir")
+    if base.seed + max(args.seeds, 1) - 1 > MAX_SEED:
+        raise ValueError(f"--seed {base.seed} with --seeds {args.seeds} exceeds the largest "
+                         "seed 2**63-1")
     formats = [f for f in args.formats.split(",") if f.strip()]
     methods = ([m for m in args.methods.split(",") if m.strip()]
                if args.methods else None)
@@ -167,6 +239,9 @@ def _cmd_gaussian(args: argparse.Namespace) -> int:
     from lpsampling.experiments.gaussian import gaussian_experiment, plot_gaussian
     from lpsampling.formats import FixedPoint
 
+    check_writable(args.out, directory=False, flag="--out")
+    if args.json:
+        check_writable(args.json, directory=False, flag="--json")
     t0 = time.perf_counter()
     alphas = _floats(args.alphas)
     fmt = FixedPoint(args.wl, args.fl)
@@ -204,7 +279,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     key = jax.random.key(args.seed)
     kx, kq = jax.random.split(key)
-    shape = tuple(int(s) for s in args.shape.split(","))
+    shape = args.shape
     x = 0.5 * jax.random.normal(kx, shape, jnp.float32)
     fmts = [
         FixedPoint(8, 8), FixedPoint(8, 6), FixedPoint(8, 3), FixedPoint(4, 2),
@@ -291,14 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps per chain (default max(20000, 10/α))")
     p.add_argument("--wl", type=int, default=8, help="fixed-point word length (default 8)")
     p.add_argument("--fl", type=int, default=3, help="fractional bits (default 3: Δ = 1/8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed in [0, 2**63-1]")
     p.set_defaults(func=_cmd_gaussian)
 
     p = sub.add_parser("demo", help="quantize a tensor in every format: grid, error, bytes")
-    p.add_argument("--shape", default="16,64", help="tensor shape (default 16,64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=_shape, default=(16, 64),
+                   help="tensor shape, positive integers (default 16,64; at most 2**24 "
+                        "elements)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed in [0, 2**63-1]")
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,8 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"lpsampling {args.command}: error: {err}", file=sys.stderr)
+    except ValueError as err:
+        print(f"lpsampling {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # FileNotFoundError, PermissionError, disk full, ...
+        print(f"lpsampling {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

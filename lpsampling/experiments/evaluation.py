@@ -6,6 +6,7 @@ sample bank on the test set (error, NLL, ECE, the paper's 9-bin ECE), and
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,12 @@ from lpsampling.experiments.config import RunConfig, prepare_data
 from lpsampling.experiments.engine import get_engine, run_keys
 from lpsampling.experiments.loop import TrainOutput, train
 
-__all__ = ["EmptySampleBankError", "RunResult", "evaluate", "run_experiment"]
+__all__ = ["MAX_NONFINITE_FRACTION", "EmptySampleBankError", "RunResult", "evaluate",
+           "run_experiment"]
+
+#: A run fails when more than this fraction of its steps was skipped because the
+#: gradients were not finite (``"failed"`` in the record, non-zero exit of the CLI).
+MAX_NONFINITE_FRACTION = 0.01
 
 
 class EmptySampleBankError(ValueError):
@@ -125,6 +131,11 @@ def run_experiment(
     """Train, sample, evaluate; optionally write the JSON record to ``out`` (atomically,
     only once everything succeeded).
 
+    A run whose skipped-step fraction exceeds :data:`MAX_NONFINITE_FRACTION` or whose
+    metrics are not finite is recorded with ``"complete": false`` and a ``"failed"``
+    reason (the CLI exits non-zero); ``nonfinite_count`` / ``nonfinite_fraction`` count
+    the skipped steps and ``nonfinite_metrics`` names the metrics written as ``null``.
+
     The record holds the config, the method and format labels, the metrics (error, NLL,
     ECE, paper ECE, last-sample error), the sample-bank bytes (packed and as float32),
     the history per epoch and timings.
@@ -162,11 +173,28 @@ def run_experiment(
         "timing": {"train_s": output.train_time_s, "eval_s": eval_time,
                    "resumed_from_step": output.resumed_from},
         "versions": {"jax": jax.__version__, "lpsampling": _version()},
-        "complete": True,
+        "nonfinite_count": output.nonfinite_count,
+        "nonfinite_fraction": output.nonfinite_count / max(1, output.step),
+        "nonfinite_metrics": sorted(k for k, v in metrics.items()
+                                    if isinstance(v, float) and not math.isfinite(v)),
     }
+    record["failed"] = _failure(record)
+    record["complete"] = output.complete and record["failed"] is None
     if out is not None:
         write_json_atomic(out, record)
     return RunResult(record=record, probs=probs, labels=np.asarray(ds.y_test), output=output)
+
+
+def _failure(record: dict[str, Any]) -> str | None:
+    """Why a finished run counts as failed, or None."""
+    reasons = []
+    if record["nonfinite_fraction"] > MAX_NONFINITE_FRACTION:
+        reasons.append(f"{record['nonfinite_count']} of {record['steps']} steps "
+                       f"({100 * record['nonfinite_fraction']:.1f}%) skipped for non-finite "
+                       f"gradients (limit {100 * MAX_NONFINITE_FRACTION:g}%)")
+    if record["nonfinite_metrics"]:
+        reasons.append("non-finite metrics: " + ", ".join(record["nonfinite_metrics"]))
+    return "; ".join(reasons) or None
 
 
 def _version() -> str:

@@ -26,7 +26,7 @@ from lpsampling.experiments.checkpoint import (
 from lpsampling.experiments.config import RunConfig, prepare_data, sample_epochs
 from lpsampling.experiments.engine import Engine, TrainState, get_engine, run_keys, zero_sums
 
-__all__ = ["TrainOutput", "train", "epoch_rng"]
+__all__ = ["TrainOutput", "epoch_rng", "nonfinite_count", "train"]
 
 
 @dataclasses.dataclass
@@ -58,12 +58,30 @@ class TrainOutput:
     engine: Any = dataclasses.field(repr=False, default=None)
 
     @property
+    def nonfinite_count(self) -> int:
+        """Steps the sampler skipped because the gradients were not finite (all steps of
+        the run, checkpointed ones included)."""
+        return nonfinite_count(self.state.opt_state)
+
+    @property
     def complete(self) -> bool:
         return self.step >= self.total_steps
 
     @property
     def num_samples(self) -> int:
         return int(min(int(self.state.bank.count), self.state.bank.capacity))
+
+
+def nonfinite_count(opt_state: Any) -> int:
+    """``nonfinite_count`` of the lpsampling sampler state inside ``opt_state``."""
+    import jax
+
+    from lpsampling.optax import SGMCMCState
+
+    found = [x for x in jax.tree_util.tree_leaves(
+        opt_state, is_leaf=lambda x: isinstance(x, SGMCMCState))
+        if isinstance(x, SGMCMCState)]
+    return int(sum(int(x.nonfinite_count) for x in found))
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
