@@ -225,6 +225,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(res["table"])
     print(f"wrote {out_dir}/table.md, results.json, reliability.png "
           f"[{time.perf_counter() - t0:.1f} s]")
+    failed = [r for r in res["runs"] if r.get("failed")]
+    if failed:
+        for r in failed:
+            print(f"lpsampling compare: FAILED {r['format_label']} {r['label']} seed "
+                  f"{r['config']['seed']}: {r['failed']}", file=sys.stderr)
+        print(f"lpsampling compare: {len(failed)} of {len(res['runs'])} runs failed; "
+              "their rows in the table are not valid results", file=sys.stderr)
+        return 3
     return 0
 
 

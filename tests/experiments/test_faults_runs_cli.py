@@ -40,6 +40,14 @@ def test_diverging_run_fails_with_strict_json(tmp_path, capsys):
         assert rec["metrics"][name] is None
 
 
+def test_compare_with_a_failed_run_exits_nonzero(tmp_path, capsys):
+    rc = cli.main(["compare", "--dataset", "digits", "--model", "logreg", "--epochs", "1",
+                   "--formats", "fp32", "--methods", "sgd", "--seeds", "1", "--lr", "1e30",
+                   "--no-progress", "--out-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 3 and "FAILED" in err and "1 of 1 runs failed" in err
+
+
 def test_nonfinite_numbers_written_as_null(tmp_path):
     from lpsampling._io import write_json_atomic
 
