@@ -26,7 +26,8 @@ from lpsampling.formats import Format, check_format
 from lpsampling.quantize import quantize_f32
 from lpsampling.vc import vc_quantize_f32
 
-__all__ = ["ACCUMULATORS", "Precision", "update_position", "model_weights", "all_finite"]
+__all__ = ["ACCUMULATORS", "Precision", "update_position", "model_weights", "all_finite",
+           "hyperparameters_valid"]
 
 ACCUMULATORS = ("full", "low", "vc")
 
@@ -101,19 +102,26 @@ def _check_same_structure(position, grads) -> None:
 
 def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight_decay,
                  precision: Precision):
-    """One leaf of the update rule, in float32.
+    """One leaf of the update rule.
 
+    Arithmetic is float32, except that full-precision accumulators keep a wider dtype
+    (float64 params under ``jax_enable_x64`` stay float64; the grids are float32).
     Returns ``(new chain value, whether the unrounded target μ (+ noise) is finite)``: a
-    step whose target overflows float32 must be skipped, not saturated onto the grid.
+    step whose target overflows must be skipped, not saturated onto the grid.
     ``keys``: independent keys for the gradient rounding, the noise and the weight rounding.
     """
     k_grad, k_noise, k_weight = keys
-    theta32 = theta.astype(jnp.float32)
-    g32 = g.astype(jnp.float32)
-    g32 = quantize_f32(g32, precision.grad_format, "stochastic", k_grad)  # FULL: identity
+    dtype = (jnp.promote_types(theta.dtype, jnp.float32) if precision.accumulator == "full"
+             else jnp.float32)
+    theta_w = theta.astype(dtype)
+    if precision.grad_format.is_identity:
+        g_w = g.astype(dtype)
+    else:
+        g_w = quantize_f32(g.astype(jnp.float32), precision.grad_format, "stochastic",
+                           k_grad).astype(dtype)
     if weight_decay is not None:
-        g32 = g32 + weight_decay * theta32
-    mu = theta32 - learning_rate * g32
+        g_w = g_w + weight_decay * theta_w
+    mu = theta_w - learning_rate * g_w
     if precision.accumulator == "vc":
         finite = jnp.all(jnp.isfinite(mu))
         if noise_variance is None:
@@ -122,11 +130,27 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
     if noise_variance is not None:
         if noise is None:
             noise = jax.random.normal(k_noise, mu.shape, jnp.float32)
-        mu = mu + jnp.sqrt(noise_variance) * noise.astype(jnp.float32)
+        mu = mu + jnp.sqrt(noise_variance).astype(dtype) * noise.astype(dtype)
     finite = jnp.all(jnp.isfinite(mu))
     if precision.accumulator == "low":
         return quantize_f32(mu, precision.weight_format, "stochastic", k_weight), finite
     return mu, finite
+
+
+def hyperparameters_valid(learning_rate, noise_variance=None, weight_decay=None) -> jax.Array:
+    """True when ``η ≥ 0``, ``v ≥ 0`` (if given) and ``wd`` (if given) are all finite.
+
+    Checked inside every step, so values from a schedule (traced) get the same rule that
+    the factories apply to constants: a step with a non-finite or negative step size,
+    noise variance (temperature) or weight decay is skipped and counted like a non-finite
+    gradient.
+    """
+    ok = jnp.all(jnp.isfinite(learning_rate) & (jnp.asarray(learning_rate) >= 0))
+    if noise_variance is not None:
+        ok &= jnp.all(jnp.isfinite(noise_variance) & (jnp.asarray(noise_variance) >= 0))
+    if weight_decay is not None:
+        ok &= jnp.all(jnp.isfinite(weight_decay))
+    return ok
 
 
 def update_position(
@@ -159,15 +183,18 @@ def update_position(
 
     Returns:
       ``(new_position, finite)``: leaves keep the dtype of ``position``. When any
-      gradient is not finite, or the step's target ``μ`` (plus noise) overflows float32,
-      the step is skipped (``new_position = position``) and ``finite`` is False, so
-      NaN/inf never enter the accumulator and an overflow is never saturated silently.
+      gradient is not finite, the step size, noise variance or weight decay is not finite
+      or is negative (see :func:`hyperparameters_valid`), or the step's target ``μ`` (plus
+      noise) overflows, the step is skipped (``new_position = position``) and ``finite``
+      is False, so NaN/inf never enter the accumulator and an overflow is never saturated
+      silently.
     """
     _check_same_structure(position, grads)
     leaves, treedef = jax.tree_util.tree_flatten(position)
     gleaves = jax.tree_util.tree_leaves(grads)
     nleaves = [None] * len(leaves) if noise is None else jax.tree_util.tree_leaves(noise)
-    finite = all_finite(grads)
+    finite = all_finite(grads) & hyperparameters_valid(learning_rate, noise_variance,
+                                                       weight_decay)
     news = []
     for ks, theta, g, n in zip(_leaf_keys(key, len(leaves), 3), leaves, gleaves, nleaves,
                                strict=True):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lpsampling.formats import NO_GRID, Format, check_format, float_exponent, scale_pow2
 from lpsampling.quantize import check_float_array, quantize_f32, round_unbiased_f32, uniform24
@@ -83,6 +84,13 @@ def vc_quantize_f32(mean: jax.Array, variance: jax.Array, fmt: Format, key) -> j
     shape = mean.shape
     k_gauss, k_choice, k_final = jax.random.split(key, 3)
     xi = jax.random.normal(k_gauss, shape, jnp.float32)
+    # NaN, ±inf or (traced) negative variance has no valid draw: NaN out, never a biased value
+    invalid = ~((variance >= 0) & jnp.isfinite(variance))
+    return jnp.where(invalid, jnp.nan, _vc_draw(mean, variance, fmt, xi, k_choice, k_final))
+
+
+def _vc_draw(mean, variance, fmt: Format, xi, k_choice, k_final) -> jax.Array:
+    shape = mean.shape
     if fmt.is_identity:
         return mean + jnp.sqrt(variance) * xi
     k = working_gap_exponent(mean, variance, fmt)
@@ -123,7 +131,8 @@ def vc_quantize(
       variance: target variance ``v ≥ 0`` (scalar or broadcastable to ``mean``), in the
         squared units of ``mean``; for SGLD it is the Langevin noise variance ``2ηT/N``.
         Float32-subnormal means and variances (below ``2**-126``) read as zero, as XLA on
-        CPU flushes them.
+        CPU flushes them. A negative variance raises ValueError (NaN where it is traced);
+        NaN or ±inf variance gives NaN outputs, never a biased value.
       fmt: the number format of the output.
       key: a JAX PRNG key (typed or raw); required (omitting it raises ValueError).
 
@@ -136,6 +145,10 @@ def vc_quantize(
     mean = check_float_array(mean, "mean")
     if key is None:
         raise ValueError("vc_quantize needs a PRNG key: pass key=jax.random.key(seed)")
+    if not isinstance(variance, jax.core.Tracer) and np.any(np.asarray(variance) < 0):
+        raise ValueError(
+            f"variance must be >= 0, got a minimum of {np.min(np.asarray(variance))} "
+            "(NaN is accepted and gives NaN outputs)")
     variance = jnp.asarray(variance, jnp.float32)
     try:
         ok = jnp.broadcast_shapes(variance.shape, mean.shape) == mean.shape

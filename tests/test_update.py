@@ -11,10 +11,15 @@ moment (exact for any distribution in the large-n limit; 2/n·var^2 for a Gaussi
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import lpsampling as lps
@@ -387,3 +392,61 @@ def test_precision_names():
     assert Precision(FX4, lps.FULL).has_accumulator
     assert not Precision(lps.FULL, FX4).has_accumulator
     assert not Precision(FX4, FX4, "vc").has_accumulator
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 10: hyperparameters from schedules are checked inside the step; float64 stays float64.
+
+
+@pytest.mark.parametrize("bad", [{"learning_rate": jnp.inf}, {"learning_rate": jnp.nan},
+                                 {"learning_rate": -0.1}, {"noise_variance": jnp.inf},
+                                 {"noise_variance": -1e-3}, {"noise_variance": jnp.nan},
+                                 {"weight_decay": jnp.inf}])
+@pytest.mark.parametrize("accumulator", ["full", "low", "vc"])
+def test_invalid_traced_hyperparameters_skip_the_step(bad, accumulator):
+    precision = Precision(FX4 if accumulator != "full" else lps.FULL, lps.FULL, accumulator)
+    theta = {"w": jnp.asarray([0.5, -0.25, 0.125])}
+    kwargs = {"learning_rate": 0.1, "noise_variance": 1e-3, "weight_decay": 0.01, **bad}
+    step = jax.jit(lambda kw: update_position(jax.random.key(0), theta, theta, precision=precision,
+                                              **kw))
+    new, finite = step({k: jnp.float32(v) for k, v in kwargs.items()})
+    assert not bool(finite)
+    np.testing.assert_array_equal(np.asarray(new["w"]), np.asarray(theta["w"]))
+
+
+def test_optax_schedule_with_inf_is_skipped_and_counted():
+    sched = lambda count: jnp.where(count == 1, jnp.inf, 0.1)  # noqa: E731
+    opt = lps.sgld(sched, num_data=10, key=jax.random.key(0))
+    params = {"w": jnp.ones(3)}
+    state = opt.init(params)
+    for _ in range(3):
+        updates, state = opt.update({"w": jnp.ones(3)}, state, params)
+        params = optax.apply_updates(params, updates)
+        assert np.all(np.isfinite(np.asarray(params["w"])))
+    assert int(state.nonfinite_count) >= 1
+
+
+def test_float64_params_keep_float64_arithmetic():
+    """x64 on: a full-precision accumulator moves exactly as float64 SGD would."""
+    code = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np, optax
+        jax.config.update("jax_enable_x64", True)
+        import lpsampling as lps
+        p = {"w": jnp.asarray([0.1, 1.0 / 3.0], jnp.float64)}
+        g = {"w": jnp.asarray([0.0, 1e-3], jnp.float64)}
+        for opt in [lps.sgd(0.1, key=jax.random.key(0)),
+                    lps.sgd(0.1, weight_format=lps.FixedPoint(8, 4), key=jax.random.key(0))]:
+            st = opt.init(p)
+            u, st = opt.update(g, st, p)
+            acc = st.accumulator if st.accumulator is not None else optax.apply_updates(p, u)
+            assert acc["w"].dtype == jnp.float64, acc["w"].dtype
+            # the step size is held in float32 in the sampler state (η·(1 + 1.5e-8))
+            want = np.asarray(p["w"]) - float(np.float32(0.1)) * np.asarray(g["w"])
+            got = np.asarray(acc["w"])
+            # zero gradient: 0.1 stays 0.1 exactly (float32 arithmetic moved it by 1.5e-9)
+            assert got[0] == 0.1 and abs(got[1] - want[1]) < 1e-15, (got, want)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -255,3 +255,20 @@ def test_bad_input():
         vc_quantize(jnp.zeros(3, jnp.int32), 0.1, fmt, key=jax.random.key(0))
     with pytest.raises(TypeError):
         vc_quantize(mu, 0.1, "fixed", key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("fmt", [lps.FixedPoint(8, 4), lps.BlockFloatingPoint(8),
+                                 lps.FloatingPoint(4, 3), lps.FULL], ids=repr)
+def test_invalid_variance_is_refused_or_nan(fmt):
+    """Issue 10: NaN variance used to give a biased value (0.3 -> 0.375 on FixedPoint(8, 4));
+    a negative one was read as 0 on a grid and gave NaN with FULL."""
+    mu = jnp.full((4,), 0.3)
+    key = jax.random.key(0)
+    assert np.all(np.isnan(np.asarray(vc_quantize(mu, jnp.nan, fmt, key=key))))
+    assert np.all(np.isnan(np.asarray(vc_quantize(mu, jnp.inf, fmt, key=key))))
+    with pytest.raises(ValueError, match="variance must be >= 0"):
+        vc_quantize(mu, -1e-3, fmt, key=key)
+    traced = jax.jit(lambda v: vc_quantize(mu, v, fmt, key=key))(-1e-3)
+    assert np.all(np.isnan(np.asarray(traced)))
+    ok = np.asarray(vc_quantize(mu, jnp.asarray([0.0, -0.0, 1e-3, 0.0]), fmt, key=key))
+    assert np.all(np.isfinite(ok))
