@@ -25,6 +25,7 @@ ORDER = [
     ("tables_T1", "Tables 1 and 2 on Fashion-MNIST, T = 1 (issue: measured)"),
     ("extremes", "vc_quantize at the float32 extremes (issue 14)"),
     ("extremes_sweep", "Figure 1 and the BFP rows after the issue-14 fix"),
+    ("faults", "Faults survived (issue 10)"),
     ("qtorch", "Side by side with QPyTorch (issue: measured)"),
     ("memory", "Memory (issue: measured)"),
     ("gpu", "GPU check (issue: measured)"),
