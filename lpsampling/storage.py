@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpsampling._io import atomic_open
-from lpsampling.formats import FORMAT_TYPES, Format, check_format
+from lpsampling.formats import FORMAT_TYPES, ZERO_BLOCK_EXPONENT, Format, check_format
 from lpsampling.quantize import check_float_array, quantize
 
 __all__ = [
@@ -375,10 +375,17 @@ def load_packed(path: str | os.PathLike) -> Packed | dict[str, Any]:
 
 
 def _validate_loaded(p: Packed) -> None:
+    """Refuse a loaded leaf that :func:`save_packed` could not have written, naming the
+    field: a tampered file must fail here, not unpack to inf, zeros or integers."""
     fmt = p.fmt
+    if not jnp.issubdtype(jnp.dtype(p.dtype), jnp.floating):
+        raise ValueError(f"metadata dtype {p.dtype!r} is not a floating-point dtype")
     if fmt.is_identity:
         if tuple(p.codes.shape) != p.shape:
             raise ValueError(f"FULL leaf has shape {p.codes.shape}, expected {p.shape}")
+        if p.codes.dtype != jnp.dtype(p.dtype):
+            raise ValueError(f"FULL leaf values have dtype {p.codes.dtype}, the metadata "
+                             f"says {p.dtype}")
         return
     if p.codes.dtype != code_dtype(fmt):
         raise ValueError(f"codes dtype {p.codes.dtype}, expected {code_dtype(fmt)}")
@@ -387,8 +394,17 @@ def _validate_loaded(p: Packed) -> None:
     if es is None:
         if p.exponents is not None:
             raise ValueError(f"unexpected exponents for {fmt!r}")
-    elif p.exponents is None or tuple(p.exponents.shape) != batch + es:
+        return
+    if p.exponents is None or tuple(p.exponents.shape) != batch + es:
         raise ValueError(f"exponents missing or of the wrong shape for {fmt!r}")
+    if p.exponents.dtype != jnp.int8:
+        raise ValueError(f"exponents dtype {p.exponents.dtype}, expected int8")
+    e = np.asarray(p.exponents, np.int32)
+    bad = (e != ZERO_BLOCK_EXPONENT) & ((e < -126) | (e > 127))
+    if bad.any():
+        raise ValueError(
+            f"exponents out of range: {int(bad.sum())} block exponent(s) outside [-126, 127] "
+            f"(and not the zero-block marker {ZERO_BLOCK_EXPONENT}), e.g. {int(e[bad][0])}")
 
 
 # --------------------------------------------------------------------------------------

@@ -243,3 +243,12 @@ def test_names_of_unnamed_formats():
     assert lps.FixedPoint(8, 3, clamp=False).name is None
     assert lps.BlockFloatingPoint(8, axis=None).name is None
     assert lps.BlockFloatingPoint(8, block_size=4).name is None
+
+
+def test_fixed_point_flags_must_be_bool():
+    """Issue 10: FixedPoint(clamp="no") used to be accepted (and clamp, since "no" is truthy)."""
+    with pytest.raises(TypeError, match="clamp must be True or False"):
+        lps.FixedPoint(8, 4, clamp="no")
+    with pytest.raises(TypeError, match="symmetric must be True or False"):
+        lps.FixedPoint(8, 4, symmetric=1)
+    assert lps.FixedPoint(8, 4, clamp=False).clamp is False

@@ -379,3 +379,60 @@ def test_load_truncated_or_foreign_file_raises(tmp_path):
         load_packed(tmp_path / "missing.npz")
     with pytest.raises(TypeError):
         save_packed(tmp_path / "x.npz", [pack(jnp.ones(2), FixedPoint(8, 3))])
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 10: a tampered file is refused, naming the field (it used to unpack to inf, zeros
+# or integers).
+
+
+def _tamper(src, dst, edit):
+    """Copy the npz at ``src`` to ``dst`` after ``edit(arrays, meta)`` (both mutable)."""
+    import json
+
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["__lpsampling_meta__"]).decode())
+    edit(arrays, meta)
+    arrays["__lpsampling_meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(dst, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda a, m: a.__setitem__("leaf0.exponents", a["leaf0.exponents"].astype(np.float64)),
+     "exponents dtype"),
+    (lambda a, m: a.__setitem__("leaf0.exponents", a["leaf0.exponents"].astype(np.int64)),
+     "exponents dtype"),
+    (lambda a, m: a.__setitem__("leaf0.exponents",
+                                np.full_like(a["leaf0.exponents"], -127)), "out of range"),
+    (lambda a, m: m["leaves"][0].__setitem__("dtype", "int32"), "metadata dtype"),
+    (lambda a, m: a.__setitem__("leaf0.codes", a["leaf0.codes"].astype(np.int32)),
+     "codes dtype"),
+    (lambda a, m: m["leaves"][0]["format"].__setitem__("clamp", "no"), "clamp"),
+])
+def test_tampered_file_is_refused(tmp_path, edit, field):
+    x = jnp.linspace(-1.0, 1.0, 24).reshape(4, 6)
+    for fmt in [BlockFloatingPoint(8, axis=0), FixedPoint(8, 4)]:
+        path = tmp_path / "ok.npz"
+        save_packed(path, pack(x, fmt))
+        with np.load(path) as z:
+            has_exponents = "leaf0.exponents" in z.files
+        if (not has_exponents and field in ("exponents dtype", "out of range")) or (
+                has_exponents and field == "clamp"):
+            continue  # the edit does not apply to this format
+        bad = tmp_path / "bad.npz"
+        _tamper(path, bad, edit)
+        with pytest.raises(ValueError, match=field):
+            load_packed(bad)
+        load_packed(path)  # the untouched file still loads
+
+
+def test_full_leaf_dtype_must_match_metadata(tmp_path):
+    path = tmp_path / "ok.npz"
+    save_packed(path, pack(jnp.ones((3,)), FULL))
+    bad = tmp_path / "bad.npz"
+    _tamper(path, bad, lambda a, m: a.__setitem__("leaf0.codes",
+                                                  a["leaf0.codes"].astype(np.int32)))
+    with pytest.raises(ValueError, match="FULL leaf values have dtype"):
+        load_packed(bad)

@@ -43,6 +43,10 @@ class FixedPoint(Format):
             raise ValueError(
                 f"wl - fl - 1 must be at most 127 (float32 range), got wl={self.wl}, fl={self.fl}"
             )
+        for name in ("clamp", "symmetric"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
 
     @property
     def bits(self) -> int:
