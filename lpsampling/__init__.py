@@ -8,7 +8,7 @@ Layers, one way: formats → quantize / vc_quantize → one update rule (``updat
 (``lps.sgld`` & co. for optax, ``lps.blackjax``, ``lps.flax``, ``lps.parallel``, the CLI).
 """
 
-from lpsampling import bank, formats, optax, schedules, storage, update, vc
+from lpsampling import bank, formats, optax, schedules, storage, update, validation, vc
 from lpsampling.bank import SampleBank
 from lpsampling.formats import (
     FULL,
@@ -109,6 +109,7 @@ __all__ = [
     "schedules",
     "storage",
     "update",
+    "validation",
     "vc",
     *_LAZY_SUBMODULES,
 ]

@@ -29,6 +29,7 @@ from lpsampling.storage import (
     pack,
     unpack,
 )
+from lpsampling.validation import positive_int
 
 __all__ = ["SampleBank", "init", "add", "get", "stack", "size", "nbytes"]
 
@@ -71,10 +72,7 @@ def init(params: Any, fmt: Format, capacity: int) -> SampleBank:
       capacity: the number of slots (>= 1).
     """
     check_format(fmt)
-    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
-            or capacity < 1:
-        raise ValueError(f"capacity must be a positive int, got {capacity!r}")
-    capacity = int(capacity)
+    capacity = positive_int("capacity", capacity)
     if not jax.tree.leaves(params):
         raise ValueError("bank.init: params has no array leaves")
     jax.tree.map(lambda p: check_float_array(p, "params leaf"), params)

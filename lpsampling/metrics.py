@@ -28,6 +28,7 @@ from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from lpsampling._io import atomic_open
+from lpsampling.validation import positive_int
 
 __all__ = [
     "NLL_EPS",
@@ -114,10 +115,7 @@ def _check_labels(labels: ArrayLike, num_examples: int, num_classes: int,
 
 
 def _check_num_bins(num_bins: int) -> int:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) \
-            or num_bins <= 0:
-        raise ValueError(f"`num_bins` must be a positive int; got {num_bins!r}")
-    return int(num_bins)
+    return positive_int("num_bins", num_bins)
 
 
 def _check_logits3(logits: ArrayLike) -> jax.Array:
@@ -195,9 +193,8 @@ class BMAState(NamedTuple):
 
 def bma_init(num_examples: int, num_classes: int) -> BMAState:
     """Empty streaming-BMA state for ``num_examples`` x ``num_classes`` predictions."""
-    for name, value in (("num_examples", num_examples), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive int; got {value!r}")
+    num_examples = positive_int("num_examples", num_examples)
+    num_classes = positive_int("num_classes", num_classes)
     return BMAState(
         prob_sum=jnp.zeros((int(num_examples), int(num_classes)), jnp.float32),
         count=jnp.zeros((), jnp.int32),

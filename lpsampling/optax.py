@@ -17,12 +17,15 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from lpsampling.formats import FULL, Format, Full
+from lpsampling._precision import resolve_precision
+from lpsampling.formats import Format, Full
 from lpsampling.quantize import quantize_tree
 from lpsampling.schedules import cycle_length, cyclical_schedule, is_sampling_step
 from lpsampling.update import Precision, model_weights, update_position
+from lpsampling.validation import finite_float, float_pytree, positive_int, prng_key, unit_interval
 
 __all__ = [
     "SGMCMCState",
@@ -59,36 +62,31 @@ def _concrete_float(value) -> float | None:
     """``float(value)`` when it is known now (not a tracer, not a schedule), else None."""
     if callable(value) or isinstance(value, jax.core.Tracer):
         return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+    return float(value)
 
 
-def _check_number(name: str, value, *, positive: bool = False, allow_zero: bool = True):
-    v = _concrete_float(value)
-    if v is None:
-        if not (callable(value) or isinstance(value, (jax.Array, jax.core.Tracer))):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        return
-    if v != v:
-        raise ValueError(f"{name} must not be NaN")
-    if positive and v <= 0:
-        raise ValueError(f"{name} must be > 0, got {v}")
-    if not allow_zero and v == 0:
-        raise ValueError(f"{name} must be nonzero, got {v}")
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
+def _num_data(value):
+    """``N`` as a float (a Python int above 2**31 would overflow in the first update)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return float(positive_int("num_data", value))
+    checked = finite_float("num_data", value, positive=True)
+    return value if checked is None else checked
 
 
-def _check_key(key) -> None:
-    if key is None:
-        raise ValueError(
-            "key is required: the sampler draws its noise and roundings from it "
-            "(pass key=jax.random.key(seed))"
-        )
-    if not isinstance(key, (jax.Array, jax.core.Tracer)):
-        raise TypeError(f"key must be a JAX PRNG key array, got {type(key).__name__}")
+def _precision(precision, weight_format, grad_format, accumulator, caller) -> Precision:
+    """The factory's :class:`Precision`: ``precision=`` or the keyword shortcuts (explicit
+    keywords rather than ``**shortcuts``, so that ``optax.inject_hyperparams`` can bind
+    them)."""
+    given = {"weight_format": weight_format, "grad_format": grad_format,
+             "accumulator": accumulator}
+    shortcuts = {k: val for k, val in given.items() if val is not None}
+    return resolve_precision(precision, shortcuts, caller=caller)
+
+
+def _constant(name: str, value, **kw):
+    """A concrete hyperparameter checked and as a float; a schedule or tracer unchanged."""
+    checked = finite_float(name, value, **kw)
+    return value if checked is None else checked
 
 
 def _make(
@@ -98,26 +96,24 @@ def _make(
     num_data,
     temperature,
     weight_decay,
-    weight_format: Format,
-    grad_format: Format,
-    accumulator: str,
+    precision: Precision,
     key,
     sampling_fn=None,
     name: str,
 ) -> optax.GradientTransformationExtraArgs:
     """Build one sampler; every public factory is a thin call of this one."""
-    precision = Precision(weight_format, grad_format, accumulator)
-    _check_number("learning_rate", learning_rate, positive=True)
-    _check_number("weight_decay", weight_decay)
+    learning_rate = _constant("learning_rate", learning_rate, positive=True)
+    weight_decay = _constant("weight_decay", weight_decay)
     if noise:
-        _check_number("num_data", num_data, positive=True)
-        _check_number("temperature", temperature)
-    _check_key(key)
+        num_data = _num_data(num_data)
+        temperature = _constant("temperature", temperature)
+    prng_key("key", key)
     lr_schedule = learning_rate if callable(learning_rate) else None
     static_wd = _concrete_float(weight_decay)
     wd = None if static_wd == 0.0 else weight_decay
 
     def init_fn(params):
+        float_pytree("params", params)
         acc = None
         if precision.has_accumulator:
             acc = jax.tree.map(
@@ -137,6 +133,7 @@ def _make(
         del extra_args
         if params is None:
             raise ValueError(f"{name}.update needs params: call update(grads, state, params)")
+        float_pytree("grads", updates)
         lr = lr_schedule(state.count) if lr_schedule is not None else learning_rate
         lr = jnp.asarray(lr, jnp.float32)
         sampling = jnp.asarray(noise)
@@ -180,9 +177,10 @@ def sgld(
     num_data: int,
     temperature: float = 1.0,
     weight_decay: float = 0.0,
-    weight_format: Format = FULL,
-    grad_format: Format = FULL,
-    accumulator: str = "full",
+    weight_format: Format | None = None,
+    grad_format: Format | None = None,
+    accumulator: str | None = None,
+    precision: Precision | None = None,
     key: jax.Array,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic gradient Langevin dynamics in any precision mode.
@@ -195,16 +193,20 @@ def sgld(
       num_data: ``N``, the number of training examples (sets the noise ``2ηT/N``).
       temperature: ``T`` (1 samples the posterior; the paper's CIFAR runs use 1e-3).
       weight_decay: ``wd``, a Gaussian prior ``wd·N/2·|θ|²`` expressed per datum.
-      weight_format: grid of the weights the model runs on (``FULL``: no grid).
-      grad_format: grid of the gradients (stochastic rounding).
-      accumulator: ``"full"`` (SGLDLP-F), ``"low"`` (naive SGLDLP-L) or ``"vc"``
-        (variance-corrected SGLDLP-L).
+      precision: a :class:`lpsampling.Precision`; or its keyword shortcuts (not both):
+      weight_format: grid of the weights the model runs on (default ``FULL``: no grid).
+      grad_format: grid of the gradients (stochastic rounding; default ``FULL``).
+      accumulator: ``"full"`` (SGLDLP-F, the default), ``"low"`` (naive SGLDLP-L) or
+        ``"vc"`` (variance-corrected SGLDLP-L).
       key: PRNG key for all noise and stochastic rounding (kept in the state).
+
+    Constant ``learning_rate``, ``num_data``, ``temperature`` and ``weight_decay`` must be
+    finite and in range (checked here, by :mod:`lpsampling.validation`).
     """
     return _make(
         learning_rate, noise=True, num_data=num_data, temperature=temperature,
-        weight_decay=weight_decay, weight_format=weight_format, grad_format=grad_format,
-        accumulator=accumulator, key=key, name="sgld",
+        weight_decay=weight_decay, key=key, name="sgld",
+        precision=_precision(precision, weight_format, grad_format, accumulator, "sgld"),
     )
 
 
@@ -212,9 +214,10 @@ def sgd(
     learning_rate: optax.ScalarOrSchedule,
     *,
     weight_decay: float = 0.0,
-    weight_format: Format = FULL,
-    grad_format: Format = FULL,
-    accumulator: str = "full",
+    weight_format: Format | None = None,
+    grad_format: Format | None = None,
+    accumulator: str | None = None,
+    precision: Precision | None = None,
     key: jax.Array,
 ) -> optax.GradientTransformationExtraArgs:
     """Low-precision SGD without momentum (SGDFP, SGDLP-F, SGDLP-L): :func:`sgld` without
@@ -222,8 +225,8 @@ def sgd(
     """
     return _make(
         learning_rate, noise=False, num_data=None, temperature=None,
-        weight_decay=weight_decay, weight_format=weight_format, grad_format=grad_format,
-        accumulator=accumulator, key=key, name="sgd",
+        weight_decay=weight_decay, key=key, name="sgd",
+        precision=_precision(precision, weight_format, grad_format, accumulator, "sgd"),
     )
 
 
@@ -236,9 +239,10 @@ def cyclical_sgld(
     exploration_ratio: float = 0.0,
     temperature: float = 1.0,
     weight_decay: float = 0.0,
-    weight_format: Format = FULL,
-    grad_format: Format = FULL,
-    accumulator: str = "full",
+    weight_format: Format | None = None,
+    grad_format: Format | None = None,
+    accumulator: str | None = None,
+    precision: Precision | None = None,
     key: jax.Array,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Cyclical SGLD (Zhang et al., ICLR 2020) in any precision mode.
@@ -250,15 +254,13 @@ def cyclical_sgld(
     each cycle (e.g. ``exploration_ratio=0.8``). After each update ``state.sampling``
     tells whether it was a sampling step.
     """
-    _check_number("init_lr", init_lr, positive=True)
-    ratio = _concrete_float(exploration_ratio)
-    if ratio is None or not 0.0 <= ratio < 1.0:
-        raise ValueError(f"exploration_ratio must be in [0, 1), got {exploration_ratio!r}")
+    precision = _precision(precision, weight_format, grad_format, accumulator, "cyclical_sgld")
+    init_lr = finite_float("init_lr", init_lr, positive=True)
+    ratio = unit_interval("exploration_ratio", exploration_ratio)
     length = cycle_length(total_steps, num_cycles)
     return _make(
         cyclical_schedule(init_lr, length), noise=True, num_data=num_data,
-        temperature=temperature, weight_decay=weight_decay, weight_format=weight_format,
-        grad_format=grad_format, accumulator=accumulator, key=key,
+        temperature=temperature, weight_decay=weight_decay, precision=precision, key=key,
         sampling_fn=lambda count: is_sampling_step(count, length, ratio),
         name="cyclical_sgld",
     )

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lpsampling.validation import positive_int
+
 __all__ = [
     "cyclical_schedule",
     "cycle_length",
@@ -29,10 +31,8 @@ __all__ = [
 
 def cycle_length(total_steps: int, num_cycles: int) -> int:
     """``L = ⌈K/M⌉``, with the argument checks of :func:`lpsampling.cyclical_sgld`."""
-    if isinstance(num_cycles, bool) or not isinstance(num_cycles, int) or num_cycles < 1:
-        raise ValueError(f"num_cycles must be a positive int, got {num_cycles!r}")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    num_cycles = positive_int("num_cycles", num_cycles)
+    total_steps = positive_int("total_steps", total_steps)
     if total_steps < num_cycles:
         raise ValueError(
             f"total_steps ({total_steps}) must be at least num_cycles ({num_cycles}): "
@@ -48,8 +48,7 @@ def cyclical_schedule(init_value: float, cycle_length: int) -> optax.Schedule:
       init_value: ``η₀``, the step size at the start of every cycle.
       cycle_length: ``L`` steps per cycle (``⌈total_steps / num_cycles⌉``).
     """
-    if isinstance(cycle_length, bool) or not isinstance(cycle_length, int) or cycle_length < 1:
-        raise ValueError(f"cycle_length must be a positive int, got {cycle_length!r}")
+    cycle_length = positive_int("cycle_length", cycle_length)
 
     def schedule(count: jax.Array) -> jax.Array:
         phase = jnp.mod(jnp.asarray(count, jnp.int32), cycle_length) / cycle_length

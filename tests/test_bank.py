@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,12 +15,8 @@ import pytest
 import lpsampling as lps
 import lpsampling.storage
 from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint, FloatingPoint
-from lpsampling.quantize import quantize
 
-
-@functools.partial(jax.jit, static_argnums=1)
-def nearest(x, fmt):
-    return quantize(x, fmt, rounding="nearest")
+nearest = helpers.nearest
 
 
 

@@ -8,6 +8,7 @@ import inspect
 import math
 
 import blackjax
+import helpers
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -82,16 +83,7 @@ def test_full_formats_reproduce_blackjax_trajectory():
 def test_full_formats_draw_one_gaussian_vector_like_blackjax():
     ours = lps.blackjax.sgld(grad_estimator)
     jaxpr = jax.make_jaxpr(ours.step)(jax.random.key(0), _position0(), jnp.ones(2), 0.1)
-    counts = {"random_bits": 0}
-
-    def walk(j):
-        for eqn in j.eqns:
-            if eqn.primitive.name in counts:
-                counts[eqn.primitive.name] += 1
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
-
-    walk(jaxpr.jaxpr)
+    counts = helpers.count_primitives(jaxpr, ["random_bits"])
     assert counts["random_bits"] == 1
 
 

@@ -4,12 +4,12 @@ skipped, both key kinds, and clear errors for bad input."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import chex
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -345,10 +345,7 @@ def test_sharding_preserved_on_eight_cpu_devices():
     """Params sharded over a mesh of 8 (fake CPU) devices keep their NamedSharding through
     a jitted update, as do the updates and the SGLDLP-F accumulator. Needs XLA_FLAGS set
     before JAX starts, hence a subprocess."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                        " --xla_force_host_platform_device_count=8").strip()
-    env["JAX_PLATFORMS"] = "cpu"
+    env = helpers.fake_devices_env(8, keep_xla_flags=True)
     result = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT], env=env,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -24,7 +24,6 @@ bitwise at every step: they must never differ.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,9 +60,7 @@ class Job:
         self.name = name
         self._out = tempfile.TemporaryFile(mode="w+")
         self._err = tempfile.TemporaryFile(mode="w+")
-        env = {**os.environ,
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-               "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+        env = helpers.fake_devices_env(devices, PYTHONUNBUFFERED="1")
         self.start = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), *args, "--deadline", str(deadline)],

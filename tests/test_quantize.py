@@ -11,21 +11,16 @@ has probability below 6e-7 per element).
 
 from __future__ import annotations
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import Z, binom_tol
 
 import lpsampling as lps
 
-Z = 5.0  # standard deviations allowed in every statistical check
 ROUNDINGS = ("nearest", "stochastic")
-
-
-def binom_tol(p, n):
-    """5 binomial sd of a frequency over n draws, plus 3/n for the small-n·p Poisson tail."""
-    p = np.asarray(p, np.float64)
-    return Z * np.sqrt(p * (1.0 - p) / n) + 3.0 / n
 
 
 def same(a, b):
@@ -40,8 +35,7 @@ Q = jax.jit(lps.quantize, static_argnames=("fmt", "rounding"))
 G = jax.jit(lps.grid_gap, static_argnums=1)
 
 
-def nearest(x, fmt):
-    return Q(x, fmt, rounding="nearest")
+nearest = helpers.nearest
 
 
 def draws(x, fmt, n, seed=0):

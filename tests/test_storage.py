@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint, FloatingPoint
-from lpsampling.quantize import quantize
 from lpsampling.storage import (
     Packed,
     code_dtype,
@@ -31,10 +30,7 @@ FLOATS = [FloatingPoint(4, 3), FloatingPoint(5, 2), FloatingPoint(3, 2), Floatin
           FloatingPoint(8, 7), FloatingPoint(2, 1)]
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def nearest(x, fmt):
-    """quantize(x, fmt, rounding="nearest"), compiled once per format and shape."""
-    return quantize(x, fmt, rounding="nearest")
+nearest = helpers.nearest
 
 
 def _exponent_range(fmt) -> tuple[float, float]:

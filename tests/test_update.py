@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 
+import helpers
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -225,18 +226,7 @@ def test_gradient_quantization_is_applied(noise_variance):
 # Random numbers: a mode draws only what it needs (counted in the jaxpr).
 
 
-def _count_primitives(closed_jaxpr, names):
-    counts = dict.fromkeys(names, 0)
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name in counts:
-                counts[eqn.primitive.name] += 1
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
-
-    walk(closed_jaxpr.jaxpr)
-    return counts
+_count_primitives = helpers.count_primitives
 
 
 def _tree():

@@ -23,6 +23,7 @@ from lpsampling.blackjax._util import as_position
 from lpsampling.blackjax.sgmcmc.cyclical_sgld import CyclicalSGLDState
 from lpsampling.formats import Format
 from lpsampling.update import Precision, model_weights
+from lpsampling.validation import prng_key
 
 __all__ = [
     "sgld",
@@ -87,4 +88,4 @@ def weights(position: Any, *, rng_key: jax.Array, precision: Precision | None = 
             DeprecationWarning, stacklevel=2)
     precision = resolve_precision(precision, shortcuts, caller="weights",
                                   allowed=("weight_format", "accumulator"))
-    return model_weights(rng_key, as_position(position), precision)
+    return model_weights(prng_key("rng_key", rng_key), as_position(position), precision)

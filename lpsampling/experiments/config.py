@@ -7,10 +7,7 @@ Names are resolved once, on construction, into ``method_spec`` and ``format_spec
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
-
-import numpy as np
 
 from lpsampling.data import Dataset, load_dataset
 from lpsampling.experiments.registry import (
@@ -23,28 +20,18 @@ from lpsampling.experiments.registry import (
     get_schedule,
     method_label,
 )
+from lpsampling.validation import (
+    ArgumentTypeError,
+    finite_float,
+    positive_int,
+    unit_interval,
+)
 
 __all__ = ["RunConfig", "PRESETS", "sample_epochs", "prepare_data"]
 
 # Fields that neither the compiled functions nor a checkpoint depend on.
 _NOT_TRAINING = ("data_dir", "checkpoint_dir", "checkpoint_every", "num_bins",
                  "eval_batch_size")
-
-
-def _check_pos_int(name: str, value: Any, *, allow_none: bool = False, minimum: int = 1):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: Any, *, positive: bool = False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} and finite, "
-                         f"got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,17 +145,18 @@ class RunConfig:
 
     def _check_numbers(self) -> None:
         for name in ("epochs", "batch_size", "num_cycles", "num_bins", "eval_batch_size"):
-            _check_pos_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         for name in ("samples", "cycle_samples", "train_subset", "test_subset"):
-            _check_pos_int(name, getattr(self, name), allow_none=True)
-        _check_pos_int("checkpoint_every", self.checkpoint_every, minimum=0)
-        _check_pos_int("seed", self.seed, minimum=0)
-        _check_float("lr", self.lr, positive=True)
-        _check_float("temperature", self.temperature)
-        _check_float("weight_decay", self.weight_decay)
-        _check_float("exploration_ratio", self.exploration_ratio)
-        if not 0.0 <= float(self.exploration_ratio) < 1.0:
-            raise ValueError(f"exploration_ratio must be in [0, 1), got {self.exploration_ratio}")
+            positive_int(name, getattr(self, name), allow_none=True)
+        positive_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        positive_int("seed", self.seed, minimum=0)
+        for name in ("lr", "temperature", "weight_decay"):
+            if callable(getattr(self, name)):
+                raise ArgumentTypeError(f"{name} must be a number, got a callable")
+        finite_float("lr", self.lr, positive=True)
+        finite_float("temperature", self.temperature)
+        finite_float("weight_decay", self.weight_decay)
+        unit_interval("exploration_ratio", self.exploration_ratio)
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be a bool, got {self.augment!r}")
 

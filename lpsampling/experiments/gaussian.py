@@ -25,6 +25,7 @@ import optax
 from lpsampling._io import atomic_open
 from lpsampling.formats import FixedPoint, Format, grid_gap
 from lpsampling.optax import sgld
+from lpsampling.validation import finite_float, positive_int, unit_interval
 
 __all__ = [
     "GAUSSIAN_METHODS",
@@ -212,24 +213,22 @@ def gaussian_experiment(
     Returns:
       :class:`GaussianResults`, with runs ordered by α then method.
     """
-    alphas = tuple(float(a) for a in alphas)
+    alphas = tuple(finite_float("alphas", a, positive=True) for a in alphas)
     methods = tuple(methods)
-    if not alphas or any(not (a > 0 and math.isfinite(a)) for a in alphas):
-        raise ValueError(f"alphas must be positive numbers, got {alphas}")
+    if not alphas:
+        raise ValueError("alphas must hold at least one positive step size, got none")
     for m in methods:
         if m not in GAUSSIAN_METHODS:
             raise ValueError(f"unknown method {m!r}; valid methods: "
                              f"{', '.join(GAUSSIAN_METHODS)}")
-    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2:
-        raise ValueError(f"num_chains must be an int >= 2, got {num_chains!r}")
-    if not 0.0 <= burn_in < 1.0:
-        raise ValueError(f"burn_in must be in [0, 1), got {burn_in}")
+    num_chains = positive_int("num_chains", num_chains, minimum=2)
+    burn_in = unit_interval("burn_in", burn_in)
     if num_steps is None:
         steps = [default_num_steps(a) for a in alphas]
-    elif isinstance(num_steps, int):
-        steps = [num_steps] * len(alphas)
+    elif isinstance(num_steps, (int, np.integer)):
+        steps = [positive_int("num_steps", num_steps)] * len(alphas)
     else:
-        steps = [int(n) for n in num_steps]
+        steps = [positive_int("num_steps", n) for n in num_steps]
         if len(steps) != len(alphas):
             raise ValueError("num_steps must give one count per alpha")
     if key is None:

@@ -13,9 +13,10 @@ from typing import Any
 from lpsampling import metrics as _metrics
 from lpsampling._io import write_json_atomic, write_text_atomic
 from lpsampling.data import Dataset
-from lpsampling.experiments.config import RunConfig, _check_pos_int, prepare_data
+from lpsampling.experiments.config import RunConfig, prepare_data
 from lpsampling.experiments.evaluation import run_experiment
 from lpsampling.experiments.registry import get_format, get_method
+from lpsampling.validation import positive_int
 
 __all__ = ["paper_grid", "format_table", "compare"]
 
@@ -84,7 +85,7 @@ def compare(
     Returns:
       ``{"summary": [...], "runs": [...], "table": markdown}``.
     """
-    _check_pos_int("seeds", seeds)
+    positive_int("seeds", seeds)
     rows = paper_grid(formats, methods)
     if not rows:
         raise ValueError("no rows to run: check formats and methods")

@@ -13,6 +13,7 @@ import re
 from lpsampling.data import DATASETS
 from lpsampling.flax import MODELS, QuantConfig
 from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint, Format, Full
+from lpsampling.validation import normalize_name
 
 __all__ = [
     "METHODS",
@@ -116,18 +117,6 @@ SCHEDULES: tuple[str, ...] = ("constant", "decay", "cyclical")
 
 _FIXED_RE = re.compile(r"^fixed(\d+)(?:-(\d+))?$")
 _BFP_RE = re.compile(r"^bfp(\d+)$")
-
-
-def normalize_name(name: str, what: str, *, sep: str = "-") -> str:
-    """``name`` stripped, in lower case, with ``sep`` for both ``-`` and ``_``.
-
-    Raises:
-      ValueError: ``name`` is not a string (``what`` names it in the message).
-    """
-    if not isinstance(name, str):
-        raise ValueError(f"{what} must be a string, got {name!r}")
-    key = name.strip().lower().replace("_", "-")
-    return key.replace("-", sep) if sep != "-" else key
 
 
 def _lookup(name: str, what: str, valid: tuple[str, ...] | dict, *, sep: str = "-") -> str:

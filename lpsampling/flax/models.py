@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from lpsampling.flax.layers import QuantConfig
+from lpsampling.validation import positive_int
 
 __all__ = [
     "MODELS",
@@ -302,5 +303,6 @@ def create_model(
         cls = _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+    num_classes = positive_int("num_classes", num_classes)
     return cls(num_classes=num_classes, quant=quant or QuantConfig.full(), **kwargs)
 

@@ -22,6 +22,7 @@ from lpsampling.parallel._mesh import (
     make_mesh,
     place,
 )
+from lpsampling.validation import positive_int
 
 
 def _num_chains(keys: Any) -> int:
@@ -135,8 +136,7 @@ def run_chains(step: Any, carry: Any, keys: jax.Array, num_steps: int, *,
       ``multihost_utils.process_allgather``).
     """
     check_backend(backend)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"{what}: num_steps must be a positive int, got {num_steps!r}")
+    num_steps = positive_int(f"{what}: num_steps", num_steps)
     step_fn = step
     if batch_fn is not None or not callable(step):
         step_fn = chain_step(step, batch_fn, loss_fn=loss_fn, step_args=step_args,

@@ -12,6 +12,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lpsampling.validation import positive_int
+
 CHAINS = "chains"
 DATA = "data"
 BACKENDS = ("sharded", "pmap", "vmap")
@@ -23,17 +25,12 @@ def check_backend(backend: str, allowed: Sequence[str] = BACKENDS) -> str:
     return backend
 
 
-def _positive(name: str, n: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-
-
 def device_list(num_devices: int | None, devices: Sequence[jax.Device] | None) -> list:
     """The first ``num_devices`` of ``devices`` (default: every device of every process)."""
     devices = list(jax.devices() if devices is None else devices)
     if num_devices is None:
         return devices
-    _positive("num_devices", num_devices)
+    positive_int("num_devices", num_devices)
     if num_devices > len(devices):
         raise ValueError(
             f"num_devices={num_devices} but only {len(devices)} devices are available")
@@ -62,7 +59,7 @@ def make_mesh(chains: int | None = None, data: int | None = None, *,
         raise ValueError("make_mesh: at most one axis may be -1 (all the devices left)")
     for name, n in sizes.items():
         if n != -1:
-            _positive(name, n)
+            positive_int(name, n)
     fixed = int(np.prod([n for n in sizes.values() if n != -1]))
     for name, n in sizes.items():
         if n == -1:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import flax.errors
 import flax.linen as nn
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,14 +25,7 @@ BFP = lps.BlockFloatingPoint(8)
 FORMATS = [FIXED, BFP]
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _on_grid(x: jax.Array, fmt) -> jax.Array:
-    return jnp.array_equal(lps.quantize(x, fmt, rounding="nearest"), x)
-
-
-def on_grid(x: jax.Array, fmt) -> bool:
-    """True when every element of ``x`` is a value of ``fmt``."""
-    return bool(_on_grid(x, fmt))
+on_grid = helpers.on_grid
 
 
 def _x(shape=(8, 16), seed=0, scale=1.5):

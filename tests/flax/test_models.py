@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 import flax.errors
 import flax.linen as nn
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,14 +32,7 @@ QUANTS = {
 VOCAB = 50
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _on_grid(x: jax.Array, fmt) -> jax.Array:
-    return jnp.array_equal(lps.quantize(x, fmt, rounding="nearest"), x)
-
-
-def on_grid(x: jax.Array, fmt) -> bool:
-    """True when every element of ``x`` is a value of ``fmt``."""
-    return bool(_on_grid(x, fmt))
+on_grid = helpers.on_grid
 
 
 def tiny_resnet(quant: QuantConfig | None = None) -> ResNet:

@@ -19,6 +19,7 @@ from lpsampling.blackjax._util import as_position
 from lpsampling.blackjax.sgmcmc import sgld
 from lpsampling.schedules import cycle_length, cyclical_schedule, is_sampling_step
 from lpsampling.update import Precision
+from lpsampling.validation import finite_float, float_pytree, unit_interval
 
 __all__ = ["CyclicalSGLDState", "init", "build_kernel", "as_top_level_api"]
 
@@ -40,7 +41,8 @@ class CyclicalSGLDState(NamedTuple):
 def init(position: Any) -> CyclicalSGLDState:
     """The state before the first step (leaves of ``position`` as jax arrays)."""
     return CyclicalSGLDState(
-        as_position(position), jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32),
+        float_pytree("position", as_position(position)), jnp.zeros([], jnp.int32),
+        jnp.zeros([], jnp.float32),
         jnp.zeros([], jnp.bool_))
 
 
@@ -58,10 +60,8 @@ def build_kernel(*, init_step_size: float, num_cycles: int, total_steps: int,
 
 def _build_kernel(init_step_size, num_cycles, total_steps, exploration_ratio,
                   precision: Precision) -> Callable:
-    if not 0.0 <= float(exploration_ratio) < 1.0:
-        raise ValueError(f"exploration_ratio must be in [0, 1), got {exploration_ratio!r}")
-    if not float(init_step_size) > 0:
-        raise ValueError(f"init_step_size must be > 0, got {init_step_size!r}")
+    exploration_ratio = unit_interval("exploration_ratio", exploration_ratio)
+    init_step_size = finite_float("init_step_size", init_step_size, positive=True)
     length = cycle_length(total_steps, num_cycles)
     schedule = cyclical_schedule(init_step_size, length)
     sgld_kernel = sgld.build_kernel(precision)
@@ -94,6 +94,7 @@ def as_top_level_api(grad_estimator: Callable, *, init_step_size: float, num_cyc
         return init(position)
 
     def step_fn(rng_key, state, minibatch, temperature=1.0):
+        finite_float("temperature", temperature)
         return kernel(rng_key, state, grad_estimator, minibatch, temperature)
 
     return SamplingAlgorithm(init_fn, step_fn)

@@ -18,6 +18,7 @@ from blackjax.base import SamplingAlgorithm
 from lpsampling._precision import PrecisionShortcuts, resolve_precision
 from lpsampling.blackjax._util import as_position, gaussian_noise
 from lpsampling.update import Precision, model_weights, update_position
+from lpsampling.validation import finite_float, float_pytree
 
 __all__ = ["init", "build_kernel", "as_top_level_api"]
 
@@ -30,7 +31,7 @@ def init(position: Any) -> Any:
     """The state of a chain started at ``position``: the position itself, its leaves as jax
     arrays (``init(1.0)`` works, as in blackjax). For ``accumulator="low"``/``"vc"`` start
     on the weight grid (e.g. :func:`lpsampling.init_weights`)."""
-    return as_position(position)
+    return float_pytree("position", as_position(position))
 
 
 def build_kernel(precision: Precision | None = None,
@@ -77,6 +78,9 @@ def as_top_level_api(grad_estimator: Callable, *, precision: Precision | None = 
         return init(position)
 
     def step_fn(rng_key, state, minibatch, step_size, temperature=1):
+        # Concrete values are checked here; traced ones (under jit) are the caller's.
+        finite_float("step_size", step_size, positive=True)
+        finite_float("temperature", temperature)
         return kernel(rng_key, state, grad_estimator, minibatch, step_size, temperature)
 
     return SamplingAlgorithm(init_fn, step_fn)

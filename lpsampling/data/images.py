@@ -1,14 +1,7 @@
-"""Real datasets for the lpsampling experiments, read from local files only (no network).
+"""Image loaders: scikit-learn's digits, Fashion-MNIST (IDX files), CIFAR-10/100 (pickles).
 
-Loaders: ``digits`` (bundled with scikit-learn, the default), ``fashion_mnist`` (the IDX
-files, from ``$LPSAMPLING_FASHION_MNIST`` or ``/usr/share/datasets/fashion-mnist``),
-``cifar10`` / ``cifar100`` (the python-pickle batches), ``imdb`` (the extracted ``aclImdb/``).
-
-A :class:`Dataset` holds float32 NHWC images ``(N, H, W, C)`` scaled to ``[0, 1]`` and then
-normalised per channel where the dataset states a mean and std, or int32 token ids
-``(N, max_len)`` (``0`` padding, ``1`` unknown word); labels are int32 in
-``[0, num_classes)``. :func:`random_crop_flip` is the CIFAR augmentation in pure JAX,
-:func:`batches` a deterministic shuffled minibatch iterator. No torch, no tensorflow.
+Images are float32 NHWC ``(N, H, W, C)`` scaled to ``[0, 1]``, then normalised per channel
+where the dataset states a mean and std; labels are int32.
 """
 
 from __future__ import annotations
@@ -16,111 +9,29 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import re
 import struct
 import zlib
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-__all__ = [
-    "CIFAR_MEAN",
-    "CIFAR_STD",
-    "DATASETS",
-    "FASHION_MNIST_MEAN",
-    "FASHION_MNIST_STD",
-    "Dataset",
-    "batches",
-    "load_cifar",
-    "load_dataset",
-    "load_digits",
-    "load_fashion_mnist",
-    "load_imdb",
-    "random_crop_flip",
-    "read_idx",
-    "tokenize",
-]
+from lpsampling.data.dataset import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    CIFAR_URL,
+    FASHION_MNIST_DEFAULT_DIR,
+    FASHION_MNIST_ENV,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    Dataset,
+    PathLike,
+    _normalize,
+    _to_float,
+)
+from lpsampling.validation import unit_interval
 
-PathLike = str | os.PathLike[str]
-
-#: Names accepted by :func:`load_dataset`.
-DATASETS: tuple[str, ...] = ("digits", "fashion_mnist", "cifar10", "cifar100", "imdb")
-
-#: Per-channel statistics of the [0, 1]-scaled training images.
-FASHION_MNIST_MEAN: tuple[float, ...] = (0.2860,)
-FASHION_MNIST_STD: tuple[float, ...] = (0.3530,)
-CIFAR_MEAN: tuple[float, ...] = (0.4914, 0.4822, 0.4465)
-CIFAR_STD: tuple[float, ...] = (0.2023, 0.1994, 0.2010)
-
-FASHION_MNIST_ENV = "LPSAMPLING_FASHION_MNIST"
-FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
-
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
-IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/"
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A train/test split held in memory as numpy arrays.
-
-    Attributes:
-      x_train: ``(N_train, H, W, C)`` float32 images or ``(N_train, L)`` int32
-        token ids.
-      y_train: ``(N_train,)`` int32 labels in ``[0, num_classes)``.
-      x_test: like ``x_train`` for the test split.
-      y_test: like ``y_train`` for the test split.
-      num_classes: number of classes.
-      name: dataset name (one of :data:`DATASETS`).
-      vocab_size: for text, the size of the token-id space (ids are in
-        ``[0, vocab_size)``, including padding ``0`` and unknown ``1``);
-        ``None`` for images.
-
-    Equality and hashing are by identity (the fields are arrays).
-    """
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    name: str
-    vocab_size: int | None = None
-
-    @property
-    def num_train(self) -> int:
-        """Number of training examples."""
-        return int(self.x_train.shape[0])
-
-    @property
-    def num_test(self) -> int:
-        """Number of test examples."""
-        return int(self.x_test.shape[0])
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example, e.g. ``(28, 28, 1)`` or ``(max_len,)``."""
-        return tuple(int(d) for d in self.x_train.shape[1:])
-
-
-def _to_float(images: np.ndarray, scale: float) -> np.ndarray:
-    """uint8 images -> new float32 array divided by ``scale``."""
-    x = images.astype(np.float32)
-    x /= np.float32(scale)
-    return x
-
-
-def _normalize(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """``(x - mean) / std`` per channel (last axis), in place on a float32 array."""
-    x -= np.asarray(mean, dtype=np.float32)
-    x /= np.asarray(std, dtype=np.float32)
-    return x
-
+__all__ = ["load_digits", "read_idx", "load_fashion_mnist", "load_cifar"]
 
 # ----------------------------------------------------------------------------
 # digits (scikit-learn, bundled)
@@ -144,8 +55,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
       A :class:`Dataset` with images ``(N, 8, 8, 1)`` float32 in ``[0, 1]`` and
       int32 labels.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    unit_interval("test_fraction", test_fraction, open_left=True, open_right=True)
     from sklearn.datasets import load_digits as _sk_load_digits
 
     bunch = _sk_load_digits()
@@ -164,7 +74,6 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         num_classes=10,
         name="digits",
     )
-
 
 # ----------------------------------------------------------------------------
 # IDX files (Fashion-MNIST)
@@ -358,7 +267,6 @@ def load_fashion_mnist(root: PathLike | None = None, normalize: bool = True) -> 
         name="fashion_mnist",
     )
 
-
 # ----------------------------------------------------------------------------
 # CIFAR-10 / CIFAR-100 (python pickle version)
 # ----------------------------------------------------------------------------
@@ -498,269 +406,3 @@ def load_cifar(root: PathLike | None, num_classes: int = 10, normalize: bool = T
         num_classes=num_classes,
         name=f"cifar{num_classes}",
     )
-
-
-# ----------------------------------------------------------------------------
-# IMDB reviews (aclImdb)
-# ----------------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(r"[a-z0-9']+")
-PAD_ID = 0
-UNK_ID = 1
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase, drop ``<br />`` tags, and return the ``[a-z0-9']+`` runs."""
-    return _TOKEN_RE.findall(text.lower().replace("<br />", " "))
-
-
-def _imdb_dir(root: PathLike | None) -> Path:
-    howto = (
-        f"Download aclImdb_v1.tar.gz from {IMDB_URL} on a machine with network and extract "
-        f"it under the data directory (tar xzf aclImdb_v1.tar.gz creates aclImdb/), then pass "
-        f"that directory with --data-dir (or as root)."
-    )
-    if root is None:
-        raise FileNotFoundError(f"IMDB: no data directory given. {howto}")
-    base = Path(root).expanduser()
-    needed = ("train/pos", "train/neg", "test/pos", "test/neg")
-    for cand in (base / "aclImdb", base):
-        if all((cand / sub).is_dir() for sub in needed):
-            return cand
-    hint = ""
-    if (base / "aclImdb_v1.tar.gz").is_file():
-        hint = f" Found {base / 'aclImdb_v1.tar.gz'} but it is not extracted."
-    raise FileNotFoundError(
-        f"IMDB not found: expected {', '.join(needed)} under {base / 'aclImdb'} or {base}."
-        f"{hint} {howto}"
-    )
-
-
-def _read_reviews(directory: Path, split: str) -> tuple[list[list[str]], np.ndarray]:
-    """Tokenised reviews of ``split`` (neg first, then pos; files sorted by name)."""
-    docs: list[list[str]] = []
-    labels: list[int] = []
-    for label, sub in ((0, "neg"), (1, "pos")):
-        for path in sorted((directory / split / sub).glob("*.txt")):
-            docs.append(tokenize(path.read_text(encoding="utf-8", errors="replace")))
-            labels.append(label)
-    if not docs:
-        raise FileNotFoundError(f"IMDB: no *.txt reviews in {directory / split}/pos or /neg")
-    return docs, np.asarray(labels, dtype=np.int32)
-
-
-def _encode(docs: list[list[str]], index: dict[str, int], max_len: int) -> np.ndarray:
-    """Token ids, keeping the last ``max_len`` tokens, left-padded with 0."""
-    out = np.zeros((len(docs), max_len), dtype=np.int32)
-    for i, doc in enumerate(docs):
-        ids = [index.get(tok, UNK_ID) for tok in doc[-max_len:]] if max_len else []
-        if ids:
-            out[i, max_len - len(ids) :] = ids
-    return out
-
-
-def load_imdb(
-    root: PathLike | None, vocab_size: int = 10000, max_len: int = 200, seed: int = 0
-) -> Dataset:
-    """IMDB movie-review sentiment (25000 train / 25000 test, 2 classes).
-
-    Reads ``aclImdb/{train,test}/{pos,neg}/*.txt`` (``train/unsup`` is ignored).
-    Text is tokenised by :func:`tokenize`.  The vocabulary is built from the
-    training reviews only: words sorted by decreasing count, ties broken
-    alphabetically; the ``vocab_size - 2`` most frequent get ids ``2, 3, ...``,
-    id ``0`` is padding and id ``1`` every other word.  Each review keeps its
-    *last* ``max_len`` tokens (like Keras ``pad_sequences`` defaults) and
-    shorter ones are left-padded with ``0``.
-
-    Examples are read neg-then-pos in file-name order and then shuffled with
-    ``numpy.random.default_rng(seed)`` (one permutation per split) so that
-    slices of the arrays contain both classes.
-
-    Args:
-      root: directory containing ``aclImdb/`` (or ``aclImdb`` itself).
-      vocab_size: size of the token-id space, including the two reserved ids
-        (must be at least 2).
-      max_len: sequence length in tokens.
-      seed: seed of the permutation of the examples.
-
-    Returns:
-      A :class:`Dataset` with ``x`` of shape ``(N, max_len)`` int32, labels
-      int32 (pos = 1, neg = 0), ``num_classes=2`` and ``vocab_size``.
-
-    Raises:
-      FileNotFoundError: the directory layout is missing.
-      ValueError: invalid ``vocab_size`` or ``max_len``.
-    """
-    if vocab_size < 2:
-        raise ValueError(f"vocab_size must be >= 2 (pad and unknown ids), got {vocab_size}")
-    if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
-    directory = _imdb_dir(root)
-    train_docs, y_train = _read_reviews(directory, "train")
-    test_docs, y_test = _read_reviews(directory, "test")
-    counts = Counter(tok for doc in train_docs for tok in doc)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: vocab_size - 2]
-    index = {tok: i + 2 for i, (tok, _) in enumerate(ranked)}
-    x_train = _encode(train_docs, index, max_len)
-    x_test = _encode(test_docs, index, max_len)
-    rng = np.random.default_rng(seed)
-    p_train = rng.permutation(len(y_train))
-    p_test = rng.permutation(len(y_test))
-    return Dataset(
-        x_train=x_train[p_train],
-        y_train=y_train[p_train],
-        x_test=x_test[p_test],
-        y_test=y_test[p_test],
-        num_classes=2,
-        name="imdb",
-        vocab_size=vocab_size,
-    )
-
-
-# ----------------------------------------------------------------------------
-# Dispatch
-# ----------------------------------------------------------------------------
-
-
-def load_dataset(name: str, root: PathLike | None = None, **kw: Any) -> Dataset:
-    """Load a dataset by name.
-
-    Args:
-      name: one of :data:`DATASETS` (case-insensitive, ``-`` accepted for
-        ``_``).
-      root: data directory; ignored for ``digits``; optional for
-        ``fashion_mnist`` (see :func:`load_fashion_mnist`); required for the
-        CIFAR and IMDB datasets.
-      **kw: passed to the loader (e.g. ``vocab_size``, ``max_len`` for imdb,
-        ``test_fraction``, ``seed`` for digits, ``normalize`` for images).
-
-    Raises:
-      ValueError: unknown name (the message lists the valid names).
-    """
-    key = name.strip().lower().replace("-", "_")
-    if key == "digits":
-        return load_digits(**kw)
-    if key == "fashion_mnist":
-        return load_fashion_mnist(root, **kw)
-    if key == "cifar10":
-        return load_cifar(root, num_classes=10, **kw)
-    if key == "cifar100":
-        return load_cifar(root, num_classes=100, **kw)
-    if key == "imdb":
-        return load_imdb(root, **kw)
-    raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-
-
-# ----------------------------------------------------------------------------
-# Augmentation and batching
-# ----------------------------------------------------------------------------
-
-
-def random_crop_flip(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
-    """Per-example random crop and horizontal flip (standard CIFAR augmentation).
-
-    Each image is zero-padded by ``padding`` pixels on every side, a window of
-    the original ``H x W`` size is cut at an offset drawn uniformly from
-    ``{0, ..., 2 * padding}`` in each direction, and the result is mirrored
-    left-right with probability 1/2.  Pure JAX (``jax.vmap`` over examples with
-    ``jax.lax.dynamic_slice``), so it works under ``jax.jit``; ``padding`` must
-    be static there.
-
-    Note that the padding value is 0 in the array's own units: for normalised
-    images that is the dataset mean colour, not black.
-
-    Args:
-      key: PRNG key (raw ``uint32[2]`` or typed); the only source of randomness.
-      images: ``(N, H, W, C)`` batch.
-      padding: pixels of zero padding per side (``>= 0``).
-
-    Returns:
-      Array with the same shape and dtype as ``images``.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
-    if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
-    n, h, w, c = images.shape
-    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-
-    def one(k: jax.Array, img: jax.Array) -> jax.Array:
-        k_crop, k_flip = jax.random.split(k)
-        dy, dx = jax.random.randint(k_crop, (2,), 0, 2 * padding + 1)
-        crop = jax.lax.dynamic_slice(img, (dy, dx, 0), (h, w, c))
-        return jnp.where(jax.random.bernoulli(k_flip), crop[:, ::-1, :], crop)
-
-    return jax.vmap(one)(jax.random.split(key, n), padded)
-
-
-def _numpy_rng(key_or_seed: Any) -> np.random.Generator:
-    if isinstance(key_or_seed, np.random.Generator):
-        return key_or_seed
-    if isinstance(key_or_seed, int | np.integer):
-        return np.random.default_rng(int(key_or_seed))
-    key = key_or_seed
-    if jnp.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    words = np.asarray(key)
-    if words.dtype.kind not in "ui":
-        raise TypeError(
-            f"key_or_seed must be an int seed, a numpy Generator or a JAX PRNG key, "
-            f"got {type(key_or_seed).__name__}"
-        )
-    return np.random.default_rng(words.astype(np.uint64).ravel().tolist())
-
-
-def batches(
-    key_or_seed: int | jax.Array | np.random.Generator,
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    drop_remainder: bool = True,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One shuffled pass (epoch) over ``(x, y)`` in minibatches.
-
-    The permutation comes from a numpy RNG seeded by ``key_or_seed`` (an int, a
-    JAX PRNG key, or a ``numpy.random.Generator`` used as is), so the same seed
-    or key gives the same batches.  Use a different seed/key per epoch.
-
-    Args:
-      key_or_seed: int seed, JAX PRNG key, or numpy ``Generator``.
-      x: ``(N, ...)`` inputs.
-      y: ``(N, ...)`` targets.
-      batch_size: examples per batch.
-      drop_remainder: if true, the last ``N % batch_size`` examples of the
-        permutation are skipped so every batch has exactly ``batch_size``
-        examples; if false, the last batch may be smaller.
-
-    Yields:
-      ``(x_batch, y_batch)`` numpy arrays with leading dimension
-      ``batch_size`` (or less for the final batch when ``drop_remainder`` is
-      false).
-
-    Raises:
-      ValueError: mismatched lengths, non-positive ``batch_size``, or
-        ``drop_remainder`` with fewer than ``batch_size`` examples (which would
-        yield nothing).
-    """
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"x and y have different lengths ({n} vs {len(y)})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if drop_remainder and n < batch_size:
-        raise ValueError(
-            f"batch_size {batch_size} exceeds the {n} examples with drop_remainder=True"
-        )
-    rng = _numpy_rng(key_or_seed)  # validated before the first next()
-    x_np, y_np = np.asarray(x), np.asarray(y)
-    return _batch_gen(rng.permutation(n), x_np, y_np, batch_size, drop_remainder)
-
-
-def _batch_gen(
-    perm: np.ndarray, x: np.ndarray, y: np.ndarray, batch_size: int, drop_remainder: bool
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    n = len(perm)
-    stop = n - n % batch_size if drop_remainder else n
-    for start in range(0, stop, batch_size):
-        idx = perm[start : start + batch_size]
-        yield x[idx], y[idx]

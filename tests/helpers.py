@@ -1,0 +1,77 @@
+"""Helpers shared by the tests (imported as ``import helpers``: ``tests/`` is on the path).
+
+* jaxpr walking: :func:`count_primitives`;
+* format grids: :func:`nearest`, :func:`on_grid`;
+* statistical tolerances: :data:`Z`, :func:`binom_tol`;
+* fake CPU devices for subprocesses: :func:`fake_devices_env`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import lpsampling as lps
+
+Z = 5.0  # standard deviations allowed in every statistical check
+
+
+def count_primitives(closed_jaxpr, names: Iterable[str]) -> dict[str, int]:
+    """How often each primitive of ``names`` occurs in ``closed_jaxpr``, sub-jaxprs (scan,
+    cond, pjit, custom_jvp, ...) included."""
+    counts = dict.fromkeys(names, 0)
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in counts:
+                counts[eqn.primitive.name] += 1
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(closed_jaxpr.jaxpr)
+    return counts
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def nearest(x, fmt):
+    """``quantize(x, fmt, rounding="nearest")``, compiled once per format and shape."""
+    return lps.quantize(x, fmt, rounding="nearest")
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _on_grid(x: jax.Array, fmt) -> jax.Array:
+    return jnp.array_equal(lps.quantize(x, fmt, rounding="nearest"), x)
+
+
+def on_grid(x: jax.Array, fmt) -> bool:
+    """True when every element of ``x`` is a value of ``fmt``."""
+    return bool(_on_grid(x, fmt))
+
+
+def binom_tol(p, n):
+    """:data:`Z` binomial sd of a frequency over n draws, plus 3/n for the small-n·p
+    Poisson tail."""
+    p = np.asarray(p, np.float64)
+    return Z * np.sqrt(p * (1.0 - p) / n) + 3.0 / n
+
+
+def fake_devices_env(count: int, *, base: Mapping[str, str] | None = None,
+                     keep_xla_flags: bool = False, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess whose JAX sees ``count`` fake CPU devices
+    (``--xla_force_host_platform_device_count``, which must be set before JAX starts).
+
+    ``keep_xla_flags`` appends to the ``XLA_FLAGS`` already in ``base`` (default: this
+    process's environment) instead of replacing them; ``extra`` adds variables.
+    """
+    env = dict(os.environ if base is None else base)
+    flag = f"--xla_force_host_platform_device_count={count}"
+    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} {flag}".strip() if keep_xla_flags
+                        else flag)
+    env["JAX_PLATFORMS"] = "cpu"
+    env.update(extra)
+    return env
