@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lpsampling import bank as sample_bank
-from lpsampling._io import write_text_atomic
+from lpsampling.atomic import write_text_atomic
 from lpsampling.data import load_dataset
 from lpsampling.experiments import RunConfig, cross_entropy, make_train_step
 from lpsampling.formats import Full

@@ -58,7 +58,7 @@ import optax  # noqa: E402
 from _machine import machine_line  # noqa: E402  (a sibling module: benchmarks/ is on sys.path)
 
 import lpsampling as lps  # noqa: E402
-from lpsampling._io import write_text_atomic  # noqa: E402
+from lpsampling.atomic import write_text_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODES = {  # name -> (label, low-precision formats?, accumulator)

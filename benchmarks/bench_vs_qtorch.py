@@ -67,7 +67,7 @@ import optax  # noqa: E402
 from _machine import cpu_model  # noqa: E402  (a sibling module: benchmarks/ is on sys.path)
 
 import lpsampling as lps  # noqa: E402
-from lpsampling._io import write_text_atomic  # noqa: E402
+from lpsampling.atomic import write_text_atomic  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # The reference backends.

@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 import lpsampling as lps
-from lpsampling._io import write_text_atomic
+from lpsampling.atomic import write_text_atomic
 from lpsampling.flax import QuantConfig, create_model
 
 MODES = {

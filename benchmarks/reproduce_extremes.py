@@ -23,7 +23,7 @@ import numpy as np
 from _machine import machine_line  # a sibling module: benchmarks/ is on sys.path
 
 import lpsampling as lps
-from lpsampling._io import write_text_atomic
+from lpsampling.atomic import write_text_atomic
 
 CASES = [
     (lps.BlockFloatingPoint(4, axis=-1), -2.9e-24, 1.7e-5, (64, 64)),

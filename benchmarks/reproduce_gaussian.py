@@ -49,7 +49,7 @@ import numpy as np
 from _machine import machine_line  # a sibling module: benchmarks/ is on sys.path
 
 import lpsampling as lps
-from lpsampling._io import atomic_open, write_text_atomic
+from lpsampling.atomic import atomic_open, write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 FMT = lps.FixedPoint(8, 3)

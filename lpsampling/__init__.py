@@ -103,6 +103,7 @@ __all__ = [
     "unpack",
     "vc_quantize",
     # submodules (the lazy ones are imported on first access)
+    "atomic",
     "bank",
     "formats",
     "optax",

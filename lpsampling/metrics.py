@@ -27,7 +27,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
-from lpsampling._io import atomic_open
+from lpsampling.atomic import atomic_open
 from lpsampling.validation import positive_int
 
 __all__ = [

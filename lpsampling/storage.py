@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpsampling._io import atomic_open
+from lpsampling.atomic import atomic_open
 from lpsampling.formats import FORMAT_TYPES, ZERO_BLOCK_EXPONENT, Format, check_format
 from lpsampling.quantize import check_float_array, quantize
 

@@ -6,7 +6,7 @@ names so that ``from lpsampling.train import RunConfig, compare`` keeps working.
 should import from :mod:`lpsampling.experiments`. The manual is ``docs/experiments.md``.
 """
 
-from lpsampling._io import write_json_atomic, write_text_atomic
+from lpsampling.atomic import write_json_atomic, write_text_atomic
 from lpsampling.experiments.config import PRESETS, RunConfig, sample_epochs
 from lpsampling.experiments.engine import PRNG_IMPL, TrainState
 from lpsampling.experiments.evaluation import (

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpsampling._io import finite_json
+from lpsampling.atomic import finite_json
 from lpsampling.experiments.config import RunConfig
 from lpsampling.experiments.engine import TrainState
 

@@ -243,7 +243,7 @@ def _floats(text: str) -> list[float]:
 def _cmd_gaussian(args: argparse.Namespace) -> int:
     import jax
 
-    from lpsampling._io import write_json_atomic
+    from lpsampling.atomic import write_json_atomic
     from lpsampling.experiments.gaussian import gaussian_experiment, plot_gaussian
     from lpsampling.formats import FixedPoint
 

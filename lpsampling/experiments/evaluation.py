@@ -18,7 +18,7 @@ import numpy as np
 
 from lpsampling import bank as sample_bank
 from lpsampling import metrics as _metrics
-from lpsampling._io import write_json_atomic
+from lpsampling.atomic import write_json_atomic
 from lpsampling.data import Dataset
 from lpsampling.experiments.config import RunConfig, prepare_data
 from lpsampling.experiments.engine import get_engine, run_keys

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lpsampling._io import atomic_open
+from lpsampling.atomic import atomic_open
 from lpsampling.formats import FixedPoint, Format, grid_gap
 from lpsampling.optax import sgld
 from lpsampling.validation import finite_float, positive_int, unit_interval

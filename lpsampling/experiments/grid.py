@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lpsampling import metrics as _metrics
-from lpsampling._io import write_json_atomic, write_text_atomic
+from lpsampling.atomic import write_json_atomic, write_text_atomic
 from lpsampling.data import Dataset
 from lpsampling.experiments.config import RunConfig, prepare_data
 from lpsampling.experiments.evaluation import run_experiment

@@ -18,7 +18,7 @@ def test_train_alias_reexports_the_same_objects():
         obj = getattr(T, name)
         if name in E.__all__:
             assert getattr(E, name) is obj, name
-    from lpsampling._io import write_json_atomic
+    from lpsampling.atomic import write_json_atomic
 
     assert T.write_json_atomic is write_json_atomic
 

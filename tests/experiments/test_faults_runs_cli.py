@@ -49,7 +49,7 @@ def test_compare_with_a_failed_run_exits_nonzero(tmp_path, capsys):
 
 
 def test_nonfinite_numbers_written_as_null(tmp_path):
-    from lpsampling._io import write_json_atomic
+    from lpsampling.atomic import write_json_atomic
 
     write_json_atomic(tmp_path / "x.json", {"nll": float("nan"), "h": [float("inf"), 1.0]})
     assert _strict((tmp_path / "x.json").read_text()) == {"nll": None, "h": [None, 1.0]}

@@ -1,4 +1,4 @@
-"""Tests for lpsampling._io: atomic writes."""
+"""Tests for lpsampling.atomic: atomic writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from lpsampling._io import write_json_atomic
+from lpsampling.atomic import write_json_atomic
 
 
 def test_write_json_atomic_leaves_nothing_on_failure(tmp_path):
