@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 
 from lpsampling.data import DATASETS
 from lpsampling.flax import MODELS, QuantConfig
-from lpsampling.formats import FULL, BlockFloatingPoint, FixedPoint, Format, Full
+from lpsampling.formats import FORMAT_NAMES, ROLES, Format, parse_format
 from lpsampling.validation import normalize_name
 
 __all__ = [
@@ -93,8 +92,8 @@ class FormatSpec:
 
     @property
     def is_full(self) -> bool:
-        return all(isinstance(f, Full) for f in (self.weight, self.grad, self.activation,
-                                                 self.error))
+        return all(f.is_identity for f in (self.weight, self.grad, self.activation,
+                                            self.error))
 
     @property
     def quant(self) -> QuantConfig:
@@ -106,8 +105,6 @@ class FormatSpec:
                 "activation": repr(self.activation), "error": repr(self.error)}
 
 
-FORMAT_NAMES: tuple[str, ...] = ("fp32", "fixed8", "bfp8", "fixed<wl>-<fl>", "bfp<wl>")
-"""The format names :func:`get_format` accepts (``<wl>``, ``<fl>``: integers)."""
 
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS) + ("resnet-mini",)
 """Model names: those of :func:`lpsampling.flax.create_model` plus ``resnet-mini`` (a
@@ -115,8 +112,6 @@ CIFAR-style ResNet with one basic block per stage, widths 16/32; for CPU tests).
 
 SCHEDULES: tuple[str, ...] = ("constant", "decay", "cyclical")
 
-_FIXED_RE = re.compile(r"^fixed(\d+)(?:-(\d+))?$")
-_BFP_RE = re.compile(r"^bfp(\d+)$")
 
 
 def _lookup(name: str, what: str, valid: tuple[str, ...] | dict, *, sep: str = "-") -> str:
@@ -156,36 +151,14 @@ def get_format(name: str) -> FormatSpec:
 
     ``fp32``; ``fixed8`` = ``fixed8-8`` (the paper's 8-bit fixed point, weights and
     gradients only); ``fixed<wl>-<fl>``; ``bfp8`` / ``bfp<wl>`` (block floating point on
-    weights, gradients, activations and errors).
+    weights, gradients, activations and errors). The names are parsed once, by
+    :func:`lpsampling.formats.parse_format`, one format per role.
 
     Raises:
       ValueError: unknown name or invalid word length; the message lists the valid names.
     """
-    key = normalize_name(name, "format")
-    valid = f"valid formats: {', '.join(FORMAT_NAMES)}"
-    if key in ("fp32", "full", "float32"):
-        return FormatSpec("fp32", "FP32", FULL, FULL, FULL, FULL)
-    m = _FIXED_RE.match(key)
-    if m:
-        wl = int(m.group(1))
-        fl = int(m.group(2)) if m.group(2) is not None else wl
-        try:
-            fmt = FixedPoint(wl, fl)
-        except ValueError as err:
-            raise ValueError(f"invalid format {name!r}: {err}; {valid}") from None
-        canon = "fixed8" if (wl, fl) == (8, 8) else f"fixed{wl}-{fl}"
-        return FormatSpec(canon, f"{wl}-bit fixed" + ("" if fl == wl else f" (fl={fl})"),
-                          fmt, fmt, FULL, FULL)
-    m = _BFP_RE.match(key)
-    if m:
-        wl = int(m.group(1))
-        try:
-            w = BlockFloatingPoint(wl, axis=-1)
-            a = BlockFloatingPoint(wl, axis=0)
-        except ValueError as err:
-            raise ValueError(f"invalid format {name!r}: {err}; {valid}") from None
-        return FormatSpec(f"bfp{wl}", f"{wl}-bit BFP", w, w, a, a)
-    raise ValueError(f"unknown format {name!r}; {valid}")
+    weight, grad, activation, error = (parse_format(name, role) for role in ROLES)
+    return FormatSpec(weight.name, weight.label, weight, grad, activation, error)
 
 
 def method_label(method: str, fmt: str) -> str:
