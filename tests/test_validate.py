@@ -276,3 +276,51 @@ def test_blackjax_refuses_non_float_positions_and_bad_keys():
                                    total_steps=2).init(jnp.ones(2, jnp.int32))
     with pytest.raises(TypeError, match="rng_key must be a JAX PRNG key"):
         lps.blackjax.weights(jnp.ones(2), rng_key=0)
+
+
+# ---------------------------------------------------------------- issue 10, list 7
+
+
+def test_finite_pytree():
+    tree = {"w": jnp.ones(2), "b": [np.zeros(3, np.float64), 1.5]}
+    assert v.finite_pytree("params", tree) is tree
+    with pytest.raises(ValueError, match=r"params\['b'\]\[1\] holds 1 non-finite"):
+        v.finite_pytree("params", {"w": jnp.ones(2), "b": [jnp.ones(1), jnp.array([0., np.nan])]})
+    with pytest.raises(ValueError, match=r"params\['w'\] holds 2 non-finite"):
+        v.finite_pytree("params", {"w": np.array([np.inf, -np.inf, 0.0])})
+    # traced leaves are not checked
+    jax.jit(lambda t: v.finite_pytree("params", t))({"w": jnp.array([np.nan])})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("make", [
+    lambda: lps.sgld(1e-3, num_data=10, key=KEY),
+    lambda: lps.sgd(1e-3, key=KEY),
+    lambda: lps.cyclical_sgld(0.1, num_data=10, num_cycles=1, total_steps=4, key=KEY),
+    lambda: lps.sgld(1e-3, num_data=10, key=KEY, accumulator="low",
+                     weight_format=lps.FixedPoint(8, 6)),
+])
+def test_optax_init_refuses_non_finite_params(make, value):
+    opt = make()
+    params = {"layer": {"w": jnp.ones(3), "b": jnp.array([0.0, value])}}
+    with pytest.raises(ValueError, match=r"params\['layer'\]\['b'\].*non-finite"):
+        opt.init(params)
+    # under jit nothing is checked (and nothing fails)
+    jax.jit(opt.init)(params)
+    opt.init({"layer": {"w": jnp.ones(3), "b": jnp.zeros(2)}})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_blackjax_init_refuses_non_finite_positions(value):
+    position = {"w": jnp.array([1.0, value])}
+    sgld = lps.blackjax.sgld(_grad_estimator)
+    cyc = lps.blackjax.cyclical_sgld(_grad_estimator, init_step_size=0.1, num_cycles=1,
+                                     total_steps=2)
+    for init in (sgld.init, cyc.init, lps.blackjax.sgld.init,
+                 lps.blackjax.cyclical_sgld.init):
+        with pytest.raises(ValueError, match=r"position\['w'\].*non-finite"):
+            init(position)
+    jax.jit(sgld.init)(position)
+    jax.jit(cyc.init)(position)
+    with pytest.raises(ValueError, match=r"position.*non-finite"):
+        sgld.init(float(value))

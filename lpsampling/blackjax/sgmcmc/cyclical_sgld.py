@@ -19,7 +19,7 @@ from lpsampling.blackjax._util import as_position
 from lpsampling.blackjax.sgmcmc import sgld
 from lpsampling.schedules import cycle_length, cyclical_schedule, is_sampling_step
 from lpsampling.update import Precision
-from lpsampling.validation import finite_float, float_pytree, unit_interval
+from lpsampling.validation import finite_float, finite_pytree, float_pytree, unit_interval
 
 __all__ = ["CyclicalSGLDState", "init", "build_kernel", "as_top_level_api"]
 
@@ -41,7 +41,8 @@ class CyclicalSGLDState(NamedTuple):
 def init(position: Any) -> CyclicalSGLDState:
     """The state before the first step (leaves of ``position`` as jax arrays)."""
     return CyclicalSGLDState(
-        float_pytree("position", as_position(position)), jnp.zeros([], jnp.int32),
+        finite_pytree("position", float_pytree("position", as_position(position))),
+        jnp.zeros([], jnp.int32),
         jnp.zeros([], jnp.float32),
         jnp.zeros([], jnp.bool_))
 

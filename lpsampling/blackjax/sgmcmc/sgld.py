@@ -18,7 +18,7 @@ from blackjax.base import SamplingAlgorithm
 from lpsampling._precision import PrecisionShortcuts, resolve_precision
 from lpsampling.blackjax._util import as_position, gaussian_noise
 from lpsampling.update import Precision, model_weights, update_position
-from lpsampling.validation import finite_float, float_pytree
+from lpsampling.validation import finite_float, finite_pytree, float_pytree
 
 __all__ = ["init", "build_kernel", "as_top_level_api"]
 
@@ -30,8 +30,13 @@ UPDATE_STREAM = 2
 def init(position: Any) -> Any:
     """The state of a chain started at ``position``: the position itself, its leaves as jax
     arrays (``init(1.0)`` works, as in blackjax). For ``accumulator="low"``/``"vc"`` start
-    on the weight grid (e.g. :func:`lpsampling.init_weights`)."""
-    return float_pytree("position", as_position(position))
+    on the weight grid (e.g. :func:`lpsampling.init_weights`).
+
+    Raises:
+      TypeError: a leaf is not a real floating-point array.
+      ValueError: a concrete leaf holds NaN or inf (named by its path).
+    """
+    return finite_pytree("position", float_pytree("position", as_position(position)))
 
 
 def build_kernel(precision: Precision | None = None,
