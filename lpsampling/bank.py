@@ -29,7 +29,7 @@ from lpsampling.storage import (
     pack,
     unpack,
 )
-from lpsampling.validation import positive_int
+from lpsampling.validation import integer_index, positive_int
 
 __all__ = ["SampleBank", "init", "add", "get", "stack", "size", "nbytes"]
 
@@ -190,20 +190,26 @@ def get(bank: SampleBank, i: int | jax.Array) -> Any:
     ``i`` counts among the retained samples in the order they were added: 0 is the oldest
     still held, ``size - 1`` (or ``-1``) the newest. Negative ``i`` counts from the newest.
 
+    ``i`` must be an integer: a Python or NumPy integer, or a 0-d integer array (traced ones
+    included).
+
     Raises:
+      TypeError: ``i`` is not an integer (a float such as ``1.5`` or ``1.0``, a bool, a
+        string, a non-scalar array).
       ValueError: "the sample bank is empty", when ``count`` is concrete and zero.
       IndexError: when ``i`` and ``count`` are concrete and ``i`` is out of range.
     Under ``jit`` nothing can be checked: ``i`` is taken modulo the size, and an empty bank
     returns zeros.
     """
+    i = integer_index("i", i)
     cap = bank.capacity
     count = bank.count
     if _is_concrete(count):
         held = min(int(count), cap)
         if held == 0:
             raise ValueError("the sample bank is empty")
-        if _is_concrete(i) and not -held <= int(i) < held:
-            raise IndexError(f"sample index {int(i)} out of range for a bank holding {held}")
+        if isinstance(i, int) and not -held <= i < held:
+            raise IndexError(f"sample index {i} out of range for a bank holding {held}")
     return _bank_get(bank.samples, count, i)
 
 

@@ -25,7 +25,14 @@ from lpsampling.formats import Format, Full
 from lpsampling.quantize import quantize_tree
 from lpsampling.schedules import cycle_length, cyclical_schedule, is_sampling_step
 from lpsampling.update import Precision, model_weights, update_position
-from lpsampling.validation import finite_float, float_pytree, positive_int, prng_key, unit_interval
+from lpsampling.validation import (
+    finite_float,
+    finite_pytree,
+    float_pytree,
+    positive_int,
+    prng_key,
+    unit_interval,
+)
 
 __all__ = [
     "SGMCMCState",
@@ -113,7 +120,7 @@ def _make(
     wd = None if static_wd == 0.0 else weight_decay
 
     def init_fn(params):
-        float_pytree("params", params)
+        finite_pytree("params", float_pytree("params", params))
         acc = None
         if precision.has_accumulator:
             acc = jax.tree.map(

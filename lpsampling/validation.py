@@ -23,6 +23,8 @@ __all__ = [
     "unit_interval",
     "prng_key",
     "float_pytree",
+    "finite_pytree",
+    "integer_index",
     "normalize_name",
 ]
 
@@ -148,6 +150,46 @@ def float_pytree(name: str, tree: Any) -> Any:
                 f"{name}{jax.tree_util.keystr(path)} must be a real floating-point array, "
                 f"got dtype {dtype} ({kind}); cast it, e.g. with .astype(jnp.float32)")
     return tree
+
+
+def finite_pytree(name: str, tree: Any) -> Any:
+    """``tree`` if no concrete leaf holds NaN or ±inf; otherwise a ``ValueError`` naming the
+    first offending leaf by its path. Traced leaves (under ``jit``) and non-float leaves are
+    skipped (dtype checks are :func:`float_pytree`'s)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if _is_tracer(leaf):
+            continue
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            continue
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+        if not (jnp.issubdtype(dtype, jnp.floating)
+                or jnp.issubdtype(dtype, jnp.complexfloating)):
+            continue
+        finite = np.isfinite(np.asarray(leaf))
+        if not finite.all():
+            bad = int(finite.size - np.count_nonzero(finite))
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)} holds {bad} non-finite value(s) (NaN "
+                f"or inf); the sampler would carry them through every step")
+    return tree
+
+
+def integer_index(name: str, value: Any) -> Any:
+    """``value`` as a Python ``int`` when it is a concrete integer (Python, NumPy or 0-d
+    integer array), or unchanged when it is a traced 0-d integer. Floats (even integral
+    ones such as ``1.0``), ``bool``, strings and non-scalar arrays are an
+    :class:`ArgumentTypeError` naming ``name``."""
+    if isinstance(value, (np.ndarray, jax.Array, jax.core.Tracer)) or hasattr(value, "dtype"):
+        dtype = value.dtype
+        if np.ndim(value) != 0 or not jnp.issubdtype(dtype, jnp.integer):
+            raise ArgumentTypeError(
+                f"{name} must be an integer scalar, got an array of dtype {dtype} and "
+                f"shape {np.shape(value)}")
+        return value if _is_tracer(value) else int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be an integer, got {value!r} "
+                                f"({type(value).__name__})")
+    return int(value)
 
 
 def normalize_name(name: Any, what: str, *, sep: str = "-") -> str:

@@ -132,3 +132,29 @@ def test_new_names_emit_no_deprecation_warning():
         bank = lps.bank.init(params, FixedPoint(8, 4), 2)
         bank = jax.jit(lps.bank.add)(bank, params)
         lps.bank.get(bank, 0), lps.bank.stack(bank), lps.bank.size(bank), lps.bank.nbytes(bank)
+
+
+@pytest.mark.parametrize("index", [1.5, 1.0, np.float32(0.0), jnp.asarray(1.0), True,
+                                   "1", jnp.arange(2), None])
+def test_sample_bank_get_refuses_non_integer_index(index):
+    bank = lps.bank.init({"w": jnp.zeros(3)}, FULL, 4)
+    for k in range(3):
+        bank = lps.bank.add(bank, {"w": jnp.full(3, float(k))})
+    with pytest.raises(TypeError, match=r"\bi must be an integer"):
+        lps.bank.get(bank, index)
+
+
+def test_sample_bank_get_integer_indices_keep_working():
+    bank = lps.bank.init({"w": jnp.zeros(3)}, FixedPoint(8, 4), 4)
+    for k in range(3):
+        bank = lps.bank.add(bank, {"w": jnp.full(3, float(k))})
+    for index, want in [(1, 1.0), (np.int32(2), 2.0), (np.int64(-1), 2.0),
+                        (jnp.asarray(0), 0.0), (jnp.asarray(1, jnp.int16), 1.0)]:
+        np.testing.assert_array_equal(lps.bank.get(bank, index)["w"], np.full(3, want))
+    got = jax.jit(lps.bank.get)(bank, jnp.asarray(2))
+    np.testing.assert_array_equal(got["w"], np.full(3, 2.0))
+    got = jax.jit(lambda i: lps.bank.get(bank, i))(jnp.asarray(1))
+    np.testing.assert_array_equal(got["w"], np.full(3, 1.0))
+    for index in (3, -4, np.int32(7), jnp.asarray(3)):
+        with pytest.raises(IndexError, match="out of range for a bank holding 3"):
+            lps.bank.get(bank, index)

@@ -289,6 +289,41 @@ def test_cifar_bad_files(tmp_path):
         data.load_cifar(tmp_path, num_classes=20)
 
 
+@pytest.mark.parametrize("key,value,match", [
+    (b"data", np.full((2, 3072), np.nan), r"b'data' holds NaN or inf"),
+    (b"data", np.full((2, 3072), np.inf, np.float32), r"b'data' holds NaN or inf"),
+    (b"data", np.full((2, 3072), -1, np.int16), r"b'data' has pixel values outside \[0, 255\]"),
+    (b"data", np.full((2, 3072), 256, np.int32), r"b'data' has pixel values outside"),
+    (b"data", np.full((2, 3072), 1e12), r"b'data' has pixel values outside"),
+    (b"data", np.full((2, 3072), 3.5), r"b'data' holds non-integer values"),
+    (b"data", np.full((2, 3072), "7"), r"b'data' must hold integers"),
+    (b"labels", [1.5, 0.0], r"b'labels' holds non-integer values"),
+    (b"labels", [np.nan, 0.0], r"b'labels' holds NaN or inf"),
+    (b"labels", [10, 0], r"b'labels' has labels outside \[0, 10\)"),
+    (b"labels", [-1, 0], r"b'labels' has labels outside"),
+    (b"labels", [1e30, 0], r"b'labels'"),
+    (b"labels", ["a", "b"], r"b'labels' must hold integers"),
+])
+def test_cifar_bad_values_are_refused(tmp_path, key, value, match):
+    """NaN/negative/huge pixels used to wrap when cast to uint8 and float labels were
+    truncated: each is a ValueError naming the file and the field."""
+    d, _, _ = _fake_cifar10(tmp_path)
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [9, 0]}
+    batch[key] = value
+    _dump(d / "test_batch", batch)
+    with pytest.raises(ValueError, match="test_batch.*" + match):
+        data.load_cifar(tmp_path)
+
+
+def test_cifar_integral_non_uint8_values_are_accepted(tmp_path):
+    d, _, _ = _fake_cifar10(tmp_path)
+    x = np.arange(2 * 3072).reshape(2, 3072) % 256
+    _dump(d / "test_batch", {b"data": x.astype(np.float64), b"labels": np.array([9.0, 0.0])})
+    ds = data.load_cifar(tmp_path, normalize=False)
+    np.testing.assert_array_equal(ds.y_test, [9, 0])
+    assert ds.x_test[1, 0, 0, 0] == pytest.approx((3072 % 256) / 255.0)
+
+
 def test_cifar_missing(tmp_path):
     with pytest.raises(FileNotFoundError) as exc:
         data.load_cifar(tmp_path / "nodata")

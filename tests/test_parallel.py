@@ -252,6 +252,37 @@ def test_bad_input_single_device():
         lpp.initialize_distributed("localhost:1", 2, 0)
 
 
+def test_batch_size_mismatch_is_refused_in_every_backend():
+    """x and y of one batch with different leading sizes (y of size 1 used to broadcast
+    silently): ValueError naming both sizes, in every backend and the old aliases."""
+    x, y = _problem()
+    opt = lps.sgld(1e-2, num_data=N, key=jax.random.key(0))
+    p0 = {"w": jnp.zeros(D), "b": jnp.zeros(())}
+    s0 = opt.init(p0)
+    steps = {
+        "vmap": lpp.data_parallel_step(opt, _loss, backend="vmap"),
+        "sharded": lpp.data_parallel_step(opt, _loss, mesh=lpp.make_mesh(data=1)),
+        "pmap": lpp.data_parallel_step(opt, _loss, backend="pmap", mesh=lpp.make_mesh(data=1)),
+    }
+    with pytest.warns(DeprecationWarning):
+        steps["alias"] = lpp.data_parallel_step_sharded(opt, _loss, lpp.make_mesh(data=1))
+    pmap_state = lpp.replicate((p0, s0), lpp.make_mesh(data=1), backend="pmap")
+    for name, step in steps.items():
+        state = pmap_state if name == "pmap" else (p0, s0)
+        for ny in (1, 4):
+            with pytest.raises(ValueError, match=rf"\[0\] has 8 but \[1\] has {ny}"):
+                step(*state, (x[:8], y[:ny]))
+        step(*state, (x[:8], y[:8]))  # matching sizes still work
+    # chains x data: the batch axis is axis 1 of (C, B, ...)
+    mesh = lpp.make_mesh(1, 1)
+    carry = lpp.init_chains(opt, {"w": jnp.zeros((1, D)), "b": jnp.zeros((1,))},
+                            jax.random.split(jax.random.key(1), 1))
+    for backend in ("sharded", "vmap"):
+        step = lpp.data_parallel_step(opt, _loss, mesh=mesh, backend=backend)
+        with pytest.raises(ValueError, match=r"axis 1.*has 8 but .* has 1"):
+            step(*carry, (x[None, :8], y[None, :1]))
+
+
 def test_shard_and_replicate_place_the_leaves():
     mesh = lpp.make_mesh(1, 1)
     x = lpp.shard({"a": jnp.zeros((2, 3))}, mesh, ("chains", "data"))["a"]

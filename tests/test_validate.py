@@ -276,3 +276,105 @@ def test_blackjax_refuses_non_float_positions_and_bad_keys():
                                    total_steps=2).init(jnp.ones(2, jnp.int32))
     with pytest.raises(TypeError, match="rng_key must be a JAX PRNG key"):
         lps.blackjax.weights(jnp.ones(2), rng_key=0)
+
+
+# ---------------------------------------------------------------- issue 10, list 7
+
+
+def test_finite_pytree():
+    tree = {"w": jnp.ones(2), "b": [np.zeros(3, np.float64), 1.5]}
+    assert v.finite_pytree("params", tree) is tree
+    with pytest.raises(ValueError, match=r"params\['b'\]\[1\] holds 1 non-finite"):
+        v.finite_pytree("params", {"w": jnp.ones(2), "b": [jnp.ones(1), jnp.array([0., np.nan])]})
+    with pytest.raises(ValueError, match=r"params\['w'\] holds 2 non-finite"):
+        v.finite_pytree("params", {"w": np.array([np.inf, -np.inf, 0.0])})
+    # traced leaves are not checked
+    jax.jit(lambda t: v.finite_pytree("params", t))({"w": jnp.array([np.nan])})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("make", [
+    lambda: lps.sgld(1e-3, num_data=10, key=KEY),
+    lambda: lps.sgd(1e-3, key=KEY),
+    lambda: lps.cyclical_sgld(0.1, num_data=10, num_cycles=1, total_steps=4, key=KEY),
+    lambda: lps.sgld(1e-3, num_data=10, key=KEY, accumulator="low",
+                     weight_format=lps.FixedPoint(8, 6)),
+])
+def test_optax_init_refuses_non_finite_params(make, value):
+    opt = make()
+    params = {"layer": {"w": jnp.ones(3), "b": jnp.array([0.0, value])}}
+    with pytest.raises(ValueError, match=r"params\['layer'\]\['b'\].*non-finite"):
+        opt.init(params)
+    # under jit nothing is checked (and nothing fails)
+    jax.jit(opt.init)(params)
+    opt.init({"layer": {"w": jnp.ones(3), "b": jnp.zeros(2)}})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_blackjax_init_refuses_non_finite_positions(value):
+    position = {"w": jnp.array([1.0, value])}
+    sgld = lps.blackjax.sgld(_grad_estimator)
+    cyc = lps.blackjax.cyclical_sgld(_grad_estimator, init_step_size=0.1, num_cycles=1,
+                                     total_steps=2)
+    for init in (sgld.init, cyc.init, lps.blackjax.sgld.init,
+                 lps.blackjax.cyclical_sgld.init):
+        with pytest.raises(ValueError, match=r"position\['w'\].*non-finite"):
+            init(position)
+    jax.jit(sgld.init)(position)
+    jax.jit(cyc.init)(position)
+    with pytest.raises(ValueError, match=r"position.*non-finite"):
+        sgld.init(float(value))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("step_size", 0.0), ("step_size", -np.inf), ("temperature", -1.0),
+    ("temperature", math.nan), ("temperature", jnp.asarray(np.nan)),
+])
+def test_blackjax_step_refuses_concrete_nan_negative_inf(field, value):
+    alg = lps.blackjax.sgld(_grad_estimator)
+    kw = {"step_size": 1e-3, "temperature": 1.0}
+    kw[field] = value
+    with pytest.raises(ValueError, match=field):
+        alg.step(KEY, alg.init(jnp.ones(2)), None, **kw)
+    if field == "temperature":
+        cyc = lps.blackjax.cyclical_sgld(_grad_estimator, init_step_size=0.1, num_cycles=1,
+                                         total_steps=4)
+        with pytest.raises(ValueError, match="temperature"):
+            cyc.step(KEY, cyc.init(jnp.ones(2)), None, temperature=value)
+
+
+def test_blackjax_traced_bad_step_size_skips_the_step():
+    alg = lps.blackjax.sgld(_grad_estimator)
+    step = jax.jit(alg.step)
+    position = alg.init(jnp.ones(2))
+    for step_size, temperature in [(np.nan, 1.0), (-1e-3, 1.0), (np.inf, 1.0),
+                                   (1e-3, np.nan), (1e-3, -1.0)]:
+        new = step(KEY, position, None, jnp.float32(step_size), jnp.float32(temperature))
+        np.testing.assert_array_equal(np.asarray(new), np.ones(2))
+    new = step(KEY, position, None, jnp.float32(1e-3), jnp.float32(1.0))
+    assert not np.array_equal(np.asarray(new), np.ones(2))
+
+
+def test_blackjax_cyclical_counts_skipped_steps():
+    def grads(position, minibatch):
+        return jax.tree.map(lambda p: jnp.where(minibatch, jnp.nan, -p), position)
+
+    alg = lps.blackjax.cyclical_sgld(grads, init_step_size=0.1, num_cycles=1,
+                                     total_steps=6, exploration_ratio=0.5)
+    state = alg.init({"w": jnp.ones(3)})
+    assert int(state.nonfinite_count) == 0
+    step = jax.jit(alg.step)
+    for bad in [False, True, True, False, True, False]:
+        before = state.position["w"]
+        state = step(KEY, state, jnp.asarray(bad))
+        if bad:
+            np.testing.assert_array_equal(np.asarray(state.position["w"]), np.asarray(before))
+    assert int(state.count) == 6 and int(state.nonfinite_count) == 3
+    assert state.nonfinite_count.dtype == jnp.int32
+    # traced NaN temperature on a sampling step (count 3 of a cycle of 6, ratio 0.5) is
+    # skipped and counted too; on an exploration step the temperature is not used
+    state = state._replace(count=jnp.asarray(3, jnp.int32))
+    new = step(KEY, state, jnp.asarray(False), jnp.float32(np.nan))
+    assert bool(new.sampling) and int(new.nonfinite_count) == 4
+    np.testing.assert_array_equal(np.asarray(new.position["w"]),
+                                  np.asarray(state.position["w"]))

@@ -309,6 +309,30 @@ def _load_pickle(path: Path) -> dict[bytes, Any]:
     return obj
 
 
+def _integral_array(path: Path, key: bytes, value: Any) -> np.ndarray:
+    """``value`` as an int64 array, refusing what a cast would mangle: non-numeric data,
+    NaN/inf, and fractional values (``ValueError`` naming the file and the key)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {key!r} is not a numeric array ({exc})") from exc
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
+                                     or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{path}: {key!r} must hold integers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{path}: {key!r} holds NaN or inf")
+        if not (arr == np.round(arr)).all():
+            raise ValueError(f"{path}: {key!r} holds non-integer values (e.g. "
+                             f"{arr[arr != np.round(arr)].flat[0]!r}); a cast would "
+                             "truncate them")
+        if arr.size and (arr.min() < -2**62 or arr.max() > 2**62):
+            raise ValueError(f"{path}: {key!r} holds values too large for int64")
+    elif arr.dtype == np.uint64 and arr.size and arr.max() > 2**62:
+        raise ValueError(f"{path}: {key!r} holds values too large for int64")
+    return arr.astype(np.int64, copy=False)
+
+
 def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR batch file -> ``uint8 (N, 32, 32, 3)`` images, ``int32 (N,)`` labels."""
     d = _load_pickle(path)
@@ -316,13 +340,19 @@ def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.nda
         if key not in d:
             raise ValueError(f"{path}: missing key {key!r} (has {sorted(d)})")
     data = np.asarray(d[b"data"])
-    labels = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+    labels = _integral_array(path, label_key, d[label_key]).reshape(-1)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: b'data' has shape {data.shape}, expected (N, 3072)")
     if data.shape[0] != labels.shape[0]:
         raise ValueError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{path}: labels outside [0, {num_classes})")
+        raise ValueError(f"{path}: {label_key!r} has labels outside [0, {num_classes}) "
+                         f"(min {labels.min()}, max {labels.max()})")
+    if data.dtype != np.uint8:
+        data = _integral_array(path, b"data", data)
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise ValueError(f"{path}: b'data' has pixel values outside [0, 255] "
+                             f"(min {data.min()}, max {data.max()})")
     # Rows are channel-major: 1024 red, 1024 green, 1024 blue, each row-major 32x32.
     images = data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, labels.astype(np.int32)

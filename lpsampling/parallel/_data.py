@@ -16,6 +16,7 @@ from lpsampling.parallel._mesh import (
     CHAINS,
     DATA,
     check_backend,
+    check_batch_sizes,
     check_mesh,
     check_spec,
     check_split,
@@ -64,7 +65,8 @@ def data_parallel_step(sampler: Any, loss_fn: Callable[[Any, Any], jax.Array] | 
     state from ``replicate(..., backend="pmap")``, the batch (this process's share) split
     over the local devices; same numbers. ``backend="vmap"``: the same step on one device
     with the plain estimator (the reference), vmapped over the chains of a 2-D ``mesh``.
-    ``B`` must split evenly (``ValueError``).
+    ``B`` must split evenly, and be the same for every leaf of the batch (``x`` and ``y``),
+    else ``ValueError``.
     """
     check_backend(backend)
     if backend == "sharded" and mesh is None:
@@ -76,7 +78,13 @@ def data_parallel_step(sampler: Any, loss_fn: Callable[[Any, Any], jax.Array] | 
         fn = face(sampler, loss_fn, None, what).fn
         get = _by_num_args(lambda n: jax.jit(
             jax.vmap(fn, in_axes=(0, 0, 0) + (None,) * n) if chains else fn))
-        return lambda *args: get(args)(*args)
+
+        def vmap_step(*args):
+            body = get(args)
+            check_batch_sizes(args[2], 1 if chains else 0, what)
+            return body(*args)
+
+        return vmap_step
     if backend == "pmap":
         if chains:
             raise ValueError(f"{what}: backend='pmap' takes a 1-D mesh; for chains × data "
@@ -97,6 +105,7 @@ def data_parallel_step(sampler: Any, loss_fn: Callable[[Any, Any], jax.Array] | 
 
     def step(*args):
         body = get(args)
+        check_batch_sizes(args[2], 1 if chains else 0, what)
         if chains:
             for a in args[:2]:
                 check_split(a, 0, mesh.shape[CHAINS], what, "devices of mesh axis 'chains'")
@@ -121,6 +130,7 @@ def _pmap_step(sampler: Any, loss_fn: Any, axis: str,
     def step(*args):
         body = get(args)
         batch = args[2]
+        check_batch_sizes(batch, 0, what)
         check_split(batch, 0, len(devs), what, "local devices")
         batch = jax.tree.map(lambda x: jnp.reshape(x, (len(devs), -1) + np.shape(x)[1:]),
                              batch)

@@ -105,6 +105,25 @@ def check_split(tree: Any, dim: int, n: int, what: str, unit: str) -> None:
                 f"split evenly over {n} {unit} ({shape[dim]} % {n} = {shape[dim] % n})")
 
 
+def check_batch_sizes(tree: Any, dim: int, what: str) -> None:
+    """Check that every leaf of the minibatch ``tree`` that has an axis ``dim`` has the same
+    size along it (``x`` and ``y`` of one batch); a mismatch would otherwise broadcast
+    inside the loss. Names both leaves and both sizes."""
+    first = None
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        shape = np.shape(x)
+        if len(shape) <= dim:
+            continue
+        name = jax.tree_util.keystr(path) or "<root>"
+        if first is None:
+            first = (name, shape[dim])
+        elif shape[dim] != first[1]:
+            raise ValueError(
+                f"{what}: the batch leaves differ in their batch size (axis {dim}): "
+                f"{first[0]} has {first[1]} but {name} has {shape[dim]}; every leaf of a "
+                f"minibatch must hold the same number of examples")
+
+
 def _place_leaf(x: Any, sharding: NamedSharding) -> jax.Array:
     if isinstance(x, jax.Array) and x.sharding == sharding:
         return x

@@ -19,7 +19,7 @@ from lpsampling.blackjax._util import as_position
 from lpsampling.blackjax.sgmcmc import sgld
 from lpsampling.schedules import cycle_length, cyclical_schedule, is_sampling_step
 from lpsampling.update import Precision
-from lpsampling.validation import finite_float, float_pytree, unit_interval
+from lpsampling.validation import finite_float, finite_pytree, float_pytree, unit_interval
 
 __all__ = ["CyclicalSGLDState", "init", "build_kernel", "as_top_level_api"]
 
@@ -30,20 +30,25 @@ class CyclicalSGLDState(NamedTuple):
     ``position`` is the chain; ``count`` the number of steps taken; ``step_size`` the step
     size of the most recent step and ``sampling`` whether it was a sampling (noisy) step:
     collect ``position`` (or :func:`lpsampling.blackjax.weights` of it) when ``sampling``.
+    ``nonfinite_count`` counts the steps skipped (position unchanged) because the gradient,
+    or a traced temperature, was not finite (or the temperature negative), as the optax
+    face's ``SGMCMCState.nonfinite_count`` does.
     """
 
     position: Any
     count: jax.Array
     step_size: jax.Array
     sampling: jax.Array
+    nonfinite_count: jax.Array = None  # an int32 scalar after init (None only if omitted)
 
 
 def init(position: Any) -> CyclicalSGLDState:
     """The state before the first step (leaves of ``position`` as jax arrays)."""
     return CyclicalSGLDState(
-        float_pytree("position", as_position(position)), jnp.zeros([], jnp.int32),
+        finite_pytree("position", float_pytree("position", as_position(position))),
+        jnp.zeros([], jnp.int32),
         jnp.zeros([], jnp.float32),
-        jnp.zeros([], jnp.bool_))
+        jnp.zeros([], jnp.bool_), jnp.zeros([], jnp.int32))
 
 
 def build_kernel(*, init_step_size: float, num_cycles: int, total_steps: int,
@@ -64,15 +69,17 @@ def _build_kernel(init_step_size, num_cycles, total_steps, exploration_ratio,
     init_step_size = finite_float("init_step_size", init_step_size, positive=True)
     length = cycle_length(total_steps, num_cycles)
     schedule = cyclical_schedule(init_step_size, length)
-    sgld_kernel = sgld.build_kernel(precision)
+    sgld_kernel = sgld._step_with_flag(precision)
 
     def kernel(rng_key, state, grad_estimator, minibatch, temperature=1.0):
         step_size = jnp.asarray(schedule(state.count), jnp.float32)
         sampling = is_sampling_step(state.count, length, exploration_ratio)
         temp = jnp.where(sampling, temperature, 0.0)
-        position = sgld_kernel(rng_key, state.position, grad_estimator, minibatch,
-                               step_size, temp)
-        return CyclicalSGLDState(position, state.count + 1, step_size, sampling)
+        position, finite = sgld_kernel(rng_key, state.position, grad_estimator, minibatch,
+                                       step_size, temp)
+        skipped = jnp.logical_not(finite).astype(jnp.int32)
+        nonfinite = skipped if state.nonfinite_count is None else state.nonfinite_count + skipped
+        return CyclicalSGLDState(position, state.count + 1, step_size, sampling, nonfinite)
 
     return kernel
 

@@ -18,7 +18,7 @@ from blackjax.base import SamplingAlgorithm
 from lpsampling._precision import PrecisionShortcuts, resolve_precision
 from lpsampling.blackjax._util import as_position, gaussian_noise
 from lpsampling.update import Precision, model_weights, update_position
-from lpsampling.validation import finite_float, float_pytree
+from lpsampling.validation import finite_float, finite_pytree, float_pytree
 
 __all__ = ["init", "build_kernel", "as_top_level_api"]
 
@@ -30,8 +30,13 @@ UPDATE_STREAM = 2
 def init(position: Any) -> Any:
     """The state of a chain started at ``position``: the position itself, its leaves as jax
     arrays (``init(1.0)`` works, as in blackjax). For ``accumulator="low"``/``"vc"`` start
-    on the weight grid (e.g. :func:`lpsampling.init_weights`)."""
-    return float_pytree("position", as_position(position))
+    on the weight grid (e.g. :func:`lpsampling.init_weights`).
+
+    Raises:
+      TypeError: a leaf is not a real floating-point array.
+      ValueError: a concrete leaf holds NaN or inf (named by its path).
+    """
+    return finite_pytree("position", float_pytree("position", as_position(position)))
 
 
 def build_kernel(precision: Precision | None = None,
@@ -42,8 +47,24 @@ def build_kernel(precision: Precision | None = None,
     Args:
       precision: a :class:`lpsampling.Precision`; or the shortcuts ``weight_format=``,
         ``grad_format=``, ``accumulator=`` (defaults ``FULL``, ``FULL``, ``"full"``), not both.
+
+    A step with a non-finite gradient, or a (traced) non-finite or negative step size or
+    temperature, is skipped: the position comes back unchanged. The state is the bare
+    position (as in ``blackjax.sgld``), so nothing counts the skips; compare the positions,
+    or use the optax face (``nonfinite_count``) or cyclical SGLD (whose state counts them).
     """
-    precision = resolve_precision(precision, shortcuts, caller="build_kernel")
+    step = _step_with_flag(resolve_precision(precision, shortcuts, caller="build_kernel"))
+
+    def kernel(rng_key, position, grad_estimator, minibatch, step_size, temperature=1.0):
+        return step(rng_key, position, grad_estimator, minibatch, step_size, temperature)[0]
+
+    return kernel
+
+
+def _step_with_flag(precision: Precision) -> Callable:
+    """The kernel returning ``(new_position, finite)``: ``finite`` is False when the step
+    was skipped (non-finite gradient, step size or temperature; see
+    :func:`lpsampling.update.update_position`) and the position left unchanged."""
     vc = precision.accumulator == "vc"
 
     def kernel(rng_key, position, grad_estimator, minibatch, step_size, temperature=1.0):
@@ -53,12 +74,11 @@ def build_kernel(precision: Precision | None = None,
         logdensity_grad = grad_estimator(weights_now, minibatch)
         descent = jax.tree.map(jnp.negative, logdensity_grad)
         noise = None if vc else gaussian_noise(rng_key, position)
-        new_position, _ = update_position(
+        return update_position(
             jax.random.fold_in(rng_key, UPDATE_STREAM), position, descent,
             learning_rate=step_size, noise_variance=2 * temperature * step_size,
             precision=precision, noise=noise,
         )
-        return new_position
 
     return kernel
 
