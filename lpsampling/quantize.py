@@ -26,6 +26,7 @@ import jax.numpy as jnp
 # part of this module's surface as before.
 from lpsampling.formats import Format, check_format, uniform24
 from lpsampling.formats import round_scaled as round_scaled
+from lpsampling.validation import prng_key
 
 __all__ = ["quantize", "quantize_tree", "quantizer", "uniform24", "ROUNDINGS"]
 
@@ -122,6 +123,8 @@ def quantize(
         )
     if rounding == "nearest":
         key = jnp.zeros((2,), jnp.uint32)  # unused; keeps one traced signature
+    else:
+        prng_key("key", key)
     return _straight_through(x, key, fmt, rounding)
 
 
@@ -190,6 +193,8 @@ def quantizer(
         check_float_array(x)
         if needs_key and key is None:
             raise ValueError("quantizer: stochastic rounding needs a PRNG key: call f(x, key)")
+        if key is not None:
+            prng_key("key", key)
         return op(x, key)
 
     return apply

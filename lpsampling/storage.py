@@ -255,6 +255,9 @@ def unpack(packed: Packed) -> jax.Array:
     exps = None
     es = _exponent_shape(fmt, shape)
     if es is not None:
+        if packed.exponents is None:
+            raise ValueError(f"unpack: {fmt!r} stores one exponent per block, but "
+                             "packed.exponents is None")
         exps = jnp.asarray(packed.exponents)
         want = batch + es
         if tuple(exps.shape) != want:

@@ -24,6 +24,7 @@ import numpy as np
 
 from lpsampling.formats import NO_GRID, Format, check_format, float_exponent, scale_pow2
 from lpsampling.quantize import check_float_array, quantize_f32, round_unbiased_f32, uniform24
+from lpsampling.validation import prng_key
 
 __all__ = ["vc_quantize"]
 
@@ -145,6 +146,7 @@ def vc_quantize(
     mean = check_float_array(mean, "mean")
     if key is None:
         raise ValueError("vc_quantize needs a PRNG key: pass key=jax.random.key(seed)")
+    prng_key("key", key)
     if not isinstance(variance, jax.core.Tracer) and np.any(np.asarray(variance) < 0):
         raise ValueError(
             f"variance must be >= 0, got a minimum of {np.min(np.asarray(variance))} "

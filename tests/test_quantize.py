@@ -778,3 +778,26 @@ def test_quantizer_backward_rounding_independent_of_forward():
         q(x)
     with pytest.raises(ValueError, match="rounding"):
         lps.quantizer(fwd, bwd, backward_rounding="up")
+
+
+def test_bad_keys_and_empty_blocks_give_clear_errors_or_results():
+    """Issue 10 item 10: quantize(key=0) / key="abc" raised deep JAX errors; a zero-length
+    non-block axis with block floating point raised a reduction error."""
+    x = jnp.ones((3, 4))
+    for key in (0, "abc", 1.5):
+        with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+            lps.quantize(x, lps.FixedPoint(8, 4), key=key)
+        with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+            lps.vc_quantize(x, 0.1, lps.FixedPoint(8, 4), key=key)
+    empty = jnp.ones((0, 4))
+    fmt = lps.BlockFloatingPoint(8, axis=1)
+    assert lps.quantize(empty, fmt, key=jax.random.key(0)).shape == (0, 4)
+    assert lps.vc_quantize(empty, 0.1, fmt, key=jax.random.key(0)).shape == (0, 4)
+    assert lps.unpack(lps.pack(empty, fmt)).shape == (0, 4)
+
+
+def test_unpack_without_exponents_is_a_clear_error():
+    p = lps.pack(jnp.ones((3, 4)), lps.BlockFloatingPoint(8))
+    broken = lps.storage.Packed(p.codes, None, p.fmt, p.shape, p.dtype)
+    with pytest.raises(ValueError, match="packed.exponents is None"):
+        lps.unpack(broken)

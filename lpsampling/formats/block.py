@@ -234,7 +234,9 @@ def _block_reduce_max(a: jax.Array, fmt: BlockFloatingPoint) -> jax.Array:
     view, axes = _block_layout(a.shape, fmt)
     if view is not None:
         a = a.reshape(view)
-    return jnp.max(a, axis=axes, keepdims=True) if axes else a
+    # initial=0: |x| >= 0, so it changes no result, and a block over a zero-length axis
+    # (e.g. shape (0, 4) with axis=1) is an all-zero block instead of a reduction error
+    return jnp.max(a, axis=axes, keepdims=True, initial=0.0) if axes else a
 
 
 def _block_expand(m: jax.Array, shape: tuple[int, ...], fmt: BlockFloatingPoint) -> jax.Array:
