@@ -65,12 +65,23 @@ class Precision:
         return {"full": "LP-F", "low": "LP-L", "vc": "VC LP-L"}[self.accumulator]
 
 
+def _finite(x: jax.Array) -> jax.Array:
+    """True when every element of ``x`` is finite, as one float sum: ``x·0`` is 0 for finite
+    elements and NaN for ±inf/NaN, and NaN always propagates through ``+`` (the sum cannot
+    overflow). XLA on CPU runs this as a fused vector reduction, several times faster than
+    ``all(isfinite(x))``, a reduction over booleans."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.asarray(True)
+    return jnp.isfinite(jnp.sum(x * jnp.zeros((), x.dtype)))
+
+
 def all_finite(tree: Any) -> jax.Array:
     """True when every element of every leaf is finite."""
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         return jnp.asarray(True)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    return jnp.all(jnp.stack([_finite(x) for x in leaves]))
 
 
 def _leaf_keys(key, n: int, per_leaf: int = 1) -> list:
@@ -123,7 +134,7 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
         g_w = g_w + weight_decay * theta_w
     mu = theta_w - learning_rate * g_w
     if precision.accumulator == "vc":
-        finite = jnp.all(jnp.isfinite(mu))
+        finite = _finite(mu)
         if noise_variance is None:
             return quantize_f32(mu, precision.weight_format, "stochastic", k_weight), finite
         return vc_quantize_f32(mu, noise_variance, precision.weight_format, k_noise), finite
@@ -131,7 +142,7 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
         if noise is None:
             noise = jax.random.normal(k_noise, mu.shape, jnp.float32)
         mu = mu + jnp.sqrt(noise_variance).astype(dtype) * noise.astype(dtype)
-    finite = jnp.all(jnp.isfinite(mu))
+    finite = _finite(mu)
     if precision.accumulator == "low":
         return quantize_f32(mu, precision.weight_format, "stochastic", k_weight), finite
     return mu, finite
