@@ -18,6 +18,7 @@ ORDER = [
     ("summary", None),
     ("quantize", "Quantization speed (issue: foundation)"),
     ("step", "One sampler update (issue: samplers)"),
+    ("step_checks", "Cost of the per-step checks of issues 14 and 10"),
     ("epoch", "Training epoch and sample bank (issue: end to end)"),
     ("parallel", "Across devices (issue: parallel)"),
     ("gaussian", "Figure 1 (issue: measured)"),

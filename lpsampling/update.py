@@ -117,7 +117,7 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
 
     Arithmetic is float32, except that full-precision accumulators keep a wider dtype
     (float64 params under ``jax_enable_x64`` stay float64; the grids are float32).
-    Returns ``(new chain value, whether the unrounded target μ (+ noise) is finite)``: a
+    Returns ``(new chain value, whether the unrounded target μ is finite)``: a
     step whose target overflows must be skipped, not saturated onto the grid.
     ``keys``: independent keys for the gradient rounding, the noise and the weight rounding.
     """
@@ -133,6 +133,10 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
     if weight_decay is not None:
         g_w = g_w + weight_decay * theta_w
     mu = theta_w - learning_rate * g_w
+    if not precision.grad_format.is_identity:
+        # materialized once: the finiteness check and the update below both read it, and a
+        # fused recomputation would redraw the gradient rounding's random bits
+        mu = jax.lax.optimization_barrier(mu)
     if precision.accumulator == "vc":
         finite = _finite(mu)
         if noise_variance is None:
@@ -141,8 +145,10 @@ def _update_leaf(keys, theta, g, noise, *, learning_rate, noise_variance, weight
     if noise_variance is not None:
         if noise is None:
             noise = jax.random.normal(k_noise, mu.shape, jnp.float32)
+        finite = _finite(mu)  # before the noise: checking after it would redraw the noise
         mu = mu + jnp.sqrt(noise_variance).astype(dtype) * noise.astype(dtype)
-    finite = _finite(mu)
+    else:
+        finite = _finite(mu)
     if precision.accumulator == "low":
         return quantize_f32(mu, precision.weight_format, "stochastic", k_weight), finite
     return mu, finite
