@@ -201,8 +201,8 @@ def update_position(
     Returns:
       ``(new_position, finite)``: leaves keep the dtype of ``position``. When any
       gradient is not finite, the step size, noise variance or weight decay is not finite
-      or is negative (see :func:`hyperparameters_valid`), or the step's target ``μ`` (plus
-      noise) overflows, the step is skipped (``new_position = position``) and ``finite``
+      or is negative (see :func:`hyperparameters_valid`), or the step's target ``μ``
+      overflows, the step is skipped (``new_position = position``) and ``finite``
       is False, so NaN/inf never enter the accumulator and an overflow is never saturated
       silently.
     """
