@@ -75,3 +75,15 @@ def fake_devices_env(count: int, *, base: Mapping[str, str] | None = None,
     env["JAX_PLATFORMS"] = "cpu"
     env.update(extra)
     return env
+
+
+class Crash(RuntimeError):
+    """A simulated crash raised from a training-loop hook."""
+
+
+def crash_at(k):
+    """A per-step hook that raises :class:`Crash` at step ``k`` (resume tests)."""
+    def hook(step):
+        if step == k:
+            raise Crash(f"simulated crash at step {k}")
+    return hook

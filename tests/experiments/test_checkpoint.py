@@ -7,19 +7,9 @@ import json
 import jax
 import numpy as np
 import pytest
+from helpers import Crash, crash_at
 
 from lpsampling.experiments import RunConfig, run_experiment, train
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def _crash_at(k):
-    def hook(step):
-        if step == k:
-            raise Crash(f"simulated crash at step {k}")
-    return hook
 
 
 def _leaves_equal(a, b):
@@ -42,7 +32,7 @@ def test_resume_is_bit_identical(tmp_path, digits, tiny):
     # steps 1..8, 4 per epoch; checkpoints at 3 and 6; crash at 7 (mid epoch 1, after the
     # sample of epoch 0 was taken)
     with pytest.raises(Crash):
-        run_experiment(cfg_ck, dataset=digits, out=out, progress=False, on_step=_crash_at(7))
+        run_experiment(cfg_ck, dataset=digits, out=out, progress=False, on_step=crash_at(7))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name != "ck"]  # no temp JSON left
     assert sorted(p.name for p in ck.iterdir() if p.name[0].isdigit()) == ["3", "6"]

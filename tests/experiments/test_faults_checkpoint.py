@@ -10,20 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Crash, crash_at
 
 from lpsampling.experiments import RunConfig, run_experiment
 from lpsampling.experiments.checkpoint import Checkpointer, CheckpointError, _meta_digest
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def _crash_at(k):
-    def hook(step):
-        if step == k:
-            raise Crash(f"simulated crash at step {k}")
-    return hook
 
 
 def _cfg(ck, tiny):
@@ -40,7 +30,7 @@ def crashed(tmp_path_factory, digits):
     ref = run_experiment(_cfg(base / "ref", tiny), dataset=digits, progress=False)
     with pytest.raises(Crash):
         run_experiment(_cfg(base / "ck", tiny), dataset=digits, progress=False,
-                       on_step=_crash_at(7))
+                       on_step=crash_at(7))
     assert sorted(p.name for p in (base / "ck").iterdir()) == ["4", "6"]
     _SILENT_FLIP["at"] = _find_silent_flip(base / "ck", 6, base / "scratch")
     return base / "ck", ref, tiny
