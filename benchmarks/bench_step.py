@@ -58,6 +58,8 @@ class Contender:
     impl_draws: tuple[int, int] | None = None
     target_bj: float | None = None
     target_rng: float | None = 1.3
+    ref: str = "blackjax.sgld"  # the peer of the "× reference" column
+    per_call: int = 1  # updates per step call (blackjax.sghmc: num_integration_steps)
 
 
 def make_params(quick: bool):
@@ -95,9 +97,11 @@ def optax_contender(factory, steps, **kw):
     return build
 
 
-def blackjax_contender(alg_factory, steps, fmt=lps.FULL):
+def blackjax_contender(alg_factory, steps, fmt=lps.FULL, num_integration_steps=None):
     def build(params, grads, key):
-        alg = alg_factory(lambda position, minibatch: minibatch)
+        estimator = lambda position, minibatch: minibatch  # noqa: E731
+        alg = (alg_factory(estimator) if num_integration_steps is None
+               else alg_factory(estimator, num_integration_steps))
         p0 = lps.init_weights(params, fmt, key=jax.random.fold_in(key, 7))
 
         def run(p, grads, key):
@@ -108,6 +112,17 @@ def blackjax_contender(alg_factory, steps, fmt=lps.FULL):
 
         return jax.jit(run), p0
     return build
+
+
+SGHMC_L = 10
+
+
+def optax_sgdm(steps):
+    """optax.sgd(1e-4, momentum=0.9) itself, as the peer of ``lps.sgd(momentum=0.9)``."""
+    def factory(key, **kw):
+        del key
+        return optax.sgd(1e-4, momentum=0.9)
+    return optax_contender(factory, steps)
 
 
 def rng_baseline(n_normal: int, n_uniform: int, steps: int):
@@ -143,6 +158,10 @@ def contenders(steps: int) -> list[Contender]:
     sgld = lambda **kw: optax_contender(lps.sgld, steps, learning_rate=1e-4, num_data=50_000,
                                         **kw)
     sgd = lambda **kw: optax_contender(lps.sgd, steps, learning_rate=1e-4, **kw)
+    sghmc = lambda **kw: optax_contender(lps.sghmc, steps, learning_rate=1e-2,
+                                         num_data=50_000, **kw)
+    sgdm = lambda **kw: optax_contender(lps.sgd, steps, learning_rate=1e-4, momentum=0.9,
+                                        **kw)
     lp = lambda fmt, acc: dict(weight_format=fmt, grad_format=fmt, accumulator=acc)
     return [
         Contender("blackjax.sgld", "FP32", blackjax_contender(blackjax.sgld, steps), (1, 0),
@@ -167,6 +186,33 @@ def contenders(steps: int) -> list[Contender]:
         Contender("lps.sgd (SGD)", "FP32", sgd(), None, target_rng=None),
         Contender("lps.sgd SGDLP-F", "fixed8", sgd(**lp(FIXED8, "full")), (0, 2)),
         Contender("lps.sgd SGDLP-L", "BFP8", sgd(**lp(BFP8, "low")), (0, 2)),
+        # SGHMC. blackjax.sghmc's step runs L = 10 Euler updates from a fresh momentum (one
+        # Gaussian per element per update, plus one per call for the momentum): its time per
+        # update is the reference. lps.sghmc (exact integration, Wang et al.) draws two
+        # correlated Gaussians per update (ξᵛ, ξˣ); its LP modes round x and v.
+        Contender("blackjax.sghmc (L=10)", "FP32", blackjax_contender(
+            blackjax.sghmc, steps, num_integration_steps=SGHMC_L), (1, 0), target_rng=None,
+            ref="blackjax.sghmc (L=10)", per_call=SGHMC_L),
+        Contender("lps.blackjax.sghmc (L=10)", "FP32", blackjax_contender(
+            lps.blackjax.sghmc, steps, num_integration_steps=SGHMC_L), (1, 0),
+            ref="blackjax.sghmc (L=10)", per_call=SGHMC_L),
+        Contender("lps.blackjax.sghmc (L=10) VC", "fixed8", blackjax_contender(
+            lambda g, n: lps.blackjax.sghmc(g, n, **lp(FIXED8, "vc")), steps, FIXED8,
+            num_integration_steps=SGHMC_L), (1, 2), ref="blackjax.sghmc (L=10)",
+            per_call=SGHMC_L),
+        Contender("lps.sghmc (SGHMC)", "FP32", sghmc(), (2, 0), ref="blackjax.sghmc (L=10)"),
+        Contender("lps.sghmc SGHMCLP-F", "fixed8", sghmc(**lp(FIXED8, "full")), (2, 2),
+                  ref="blackjax.sghmc (L=10)"),
+        Contender("lps.sghmc naive SGHMCLP-L", "fixed8", sghmc(**lp(FIXED8, "low")), (2, 3),
+                  ref="blackjax.sghmc (L=10)"),
+        Contender("lps.sghmc VC SGHMCLP-L", "fixed8", sghmc(**lp(FIXED8, "vc")), (2, 3),
+                  ref="blackjax.sghmc (L=10)"),
+        Contender("lps.sghmc VC SGHMCLP-L", "BFP8", sghmc(**lp(BFP8, "vc")), (2, 3),
+                  impl_draws=(2, 5), ref="blackjax.sghmc (L=10)"),
+        Contender("lps.sgd momentum 0.9", "FP32", sgdm(), None, target_rng=None,
+                  ref="optax.sgd momentum 0.9"),
+        Contender("optax.sgd momentum 0.9", "FP32", optax_sgdm(steps), None, target_rng=None,
+                  ref="optax.sgd momentum 0.9"),
     ]
 
 
@@ -200,11 +246,12 @@ def bench(impl: str, quick: bool, steps: int, repeats: int):
         builds[f"rng {need}"] = rng_baseline(*need, steps)(params, grads, key)
     t = time_all(builds, grads, jax.random.fold_in(key, 1), repeats)
     per_step = {k: v / steps for k, v in t.items()}
-    ref = per_step["blackjax.sgld | FP32"]
+    for c in cs:  # per update, not per call
+        per_step[c.name + " | " + c.fmt] /= c.per_call
     rows = []
     for c in cs:
         ms = per_step[c.name + " | " + c.fmt] * 1e3
-        x_bj = per_step[c.name + " | " + c.fmt] / ref
+        x_bj = per_step[c.name + " | " + c.fmt] / per_step[c.ref + " | FP32"]
         x_rng = None if c.need is None else per_step[c.name + " | " + c.fmt] / per_step[
             f"rng {c.need}"]
         x_impl = None if c.impl_draws is None else per_step[c.name + " | " + c.fmt] / \
@@ -226,14 +273,15 @@ def table(impl, rows, rng_rows):
     lines = [
         f"**Keys: `{impl}`**",
         "",
-        "| method | format | random numbers (maths) | ms/step | × blackjax.sgld "
+        "| method | format | random numbers (maths) | ms/update | × reference "
         "| × own random numbers (maths) | × random numbers drawn (impl) |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for c, ms, x_bj, x_rng, x_impl in rows:
         need = "none" if c.need is None else f"{c.need[0]}N + {c.need[1]}U"
         lines.append(
-            f"| {c.name} | {c.fmt} | {need} | {ms:.3f} | {fmt_ratio(x_bj, c.target_bj)} | "
+            f"| {c.name} | {c.fmt} | {need} | {ms:.3f} | "
+            f"{fmt_ratio(x_bj, c.target_bj)} vs {c.ref} | "
             f"{fmt_ratio(x_rng, c.target_rng)} | "
             f"{fmt_ratio(x_impl, c.target_rng) if x_impl is not None else '—'} |")
     lines.append("")
@@ -264,6 +312,14 @@ Notes (targets: FP `lps.sgld` ≤ 1.0× `blackjax.sgld`, SGLDLP-F fixed8 ≤ 1.3
   sub-interval: rescaled, it is a fresh U(0, 1) independent of the branch), or round only the
   blocks whose exponent grew; fold the NaN masking into the max reduction (one pass); derive
   the output's block exponent from μ's plus an overflow test instead of a new reduction.
+- SGHMC rows (added with issue 13): "× reference" is against `blackjax.sghmc` per
+  update (its `step` runs `num_integration_steps` = 10 Euler updates from a freshly drawn
+  momentum; the time per call is divided by 10). `lps.sghmc` is a different integrator
+  (the exact Ornstein–Uhlenbeck step of Wang et al. 2024) that draws two correlated
+  Gaussians per element and update (ξᵛ, ξˣ) where blackjax's Euler step draws one, and
+  keeps the momentum in the optax state across steps; `lps.blackjax.sghmc` is the
+  drop-in with blackjax's own integrator. `lps.sgd(momentum=0.9)` is timed against
+  `optax.sgd(momentum=0.9)` (both through `optax.apply_updates`).
 - Machine: a shared 2-core VM without an accelerator (no GPU was available for this run);
   the process is pinned to one core, which makes the ratios reproducible to a few percent
   while absolute times still vary with the load.
@@ -312,8 +368,9 @@ def main(argv=None) -> int:
         f"- {steps} steps per jitted `lax.scan`, median of {repeats} interleaved runs after a "
         "warm-up; optax rows include `optax.apply_updates`"
         + (f"; pinned to CPU core {pinned}." if pinned is not None else "."),
-        "- ratios: to `blackjax.sgld` (same position, same steps, its noise from keys of the "
-        "same implementation), and to the random numbers alone (per element: N Gaussians + "
+        "- ratios: to the reference (`blackjax.sgld`; SGHMC rows: `blackjax.sghmc` per "
+        "update; SGD momentum: `optax.sgd`; same position, same steps, its noise from keys of "
+        "the same implementation), and to the random numbers alone (per element: N Gaussians + "
         "U 32-bit uniforms, per leaf, same scan length). 'maths' = what the mode's formulas "
         "need; 'impl' = what the implementation draws where it differs (VC on block floating "
         "point draws one more uniform, to round block-edge crossings back onto the format).",
