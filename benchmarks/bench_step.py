@@ -25,6 +25,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -232,10 +233,14 @@ def time_all(builds: dict, grads, key, repeats: int) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def bench(impl: str, quick: bool, steps: int, repeats: int):
+def bench(impl: str, quick: bool, steps: int, repeats: int, only: str | None = None):
     params, grads = make_params(quick)
     key = jax.random.key(0, impl=impl)
     cs = contenders(steps)
+    if only:  # the chosen rows and the references they are compared with
+        chosen = [c for c in cs if re.search(only, c.name)]
+        refs = {c.ref for c in chosen}
+        cs = [c for c in cs if c in chosen or c.name in refs]
     # Gradients are passed in (not closed over) so XLA cannot constant-fold them.
     builds = {}
     for c in cs:
@@ -340,6 +345,9 @@ def main(argv=None) -> int:
                         "ratios reproducible on a shared machine)")
     parser.add_argument("--out", default=None, help="markdown file (default: "
                         "benchmarks/RESULTS_step.md unless --quick)")
+    parser.add_argument("--only", default=None,
+                        help="regular expression: run only the matching rows (and the "
+                        "references they are compared with), e.g. 'sghmc|momentum'")
     args = parser.parse_args(argv)
     steps = args.steps or (5 if args.quick else 50)
     repeats = args.repeats or (3 if args.quick else 5)
@@ -377,7 +385,7 @@ def main(argv=None) -> int:
     ]
     sections = []
     for impl in impls:
-        rows, rng_rows, n_params = bench(impl, args.quick, steps, repeats)
+        rows, rng_rows, n_params = bench(impl, args.quick, steps, repeats, args.only)
         if not sections:
             header.append(f"- pytree: {n_params:,} float32 parameters in "
                           f"{3 if args.quick else 5} leaves")

@@ -72,6 +72,26 @@ def test_reproduce_gaussian_quick(tmp_path, capsys):
     assert not list(fig.parent.glob("*.tmp*"))  # the atomic write left nothing behind
 
 
+def test_reproduce_gaussian_sghmc_quick(tmp_path, capsys):
+    mod = load("reproduce_gaussian")
+    fig = tmp_path / "sghmc.png"
+    assert mod.main(["--quick", "--family", "sghmc", "--alphas", "0.03", "--figure",
+                     str(fig)]) == 0
+    out = capsys.readouterr().out
+    assert "naive SGHMCLP-L" in out and "VC SGHMCLP-L" in out and "excess ratio" in out
+    assert fig.exists() and fig.stat().st_size > 1000
+
+
+def test_bench_step_only_sghmc_quick(capsys):
+    mod = load("bench_step")
+    assert mod.main(["--quick", "--only", "sghmc|momentum", "--steps", "2",
+                     "--repeats", "1", "--no-pin"]) == 0
+    out = capsys.readouterr().out
+    assert "| lps.sghmc VC SGHMCLP-L | fixed8 |" in out
+    assert "vs blackjax.sghmc (L=10)" in out and "lps.sgd momentum 0.9" in out
+    assert "| lps.sgld (SGLD) |" not in out
+
+
 def test_bench_memory_quick(capsys):
     mod = load("bench_memory")
     assert mod.main(["--quick", "--no-rss", "--modes", "fp,lpf"]) == 0
