@@ -299,6 +299,8 @@ def test_finite_pytree():
     lambda: lps.cyclical_sgld(0.1, num_data=10, num_cycles=1, total_steps=4, key=KEY),
     lambda: lps.sgld(1e-3, num_data=10, key=KEY, accumulator="low",
                      weight_format=lps.FixedPoint(8, 6)),
+    lambda: lps.sghmc(1e-3, num_data=10, key=KEY),
+    lambda: lps.sgd(1e-3, 0.9, key=KEY),
 ])
 def test_optax_init_refuses_non_finite_params(make, value):
     opt = make()
