@@ -392,6 +392,9 @@ def main(argv=None) -> int:
             header.append("")
         sections.append(table(impl, rows, rng_rows))
         print(sections[-1], flush=True)
+    if hasattr(os, "getloadavg"):  # a busy machine makes every time, and the ratios, noisy
+        header.insert(-1, f"- load average at the end of the run: "
+                          f"{os.getloadavg()[0]:.1f} (other jobs share the machine)")
     text = "\n".join(header) + "\n" + "\n".join(sections) + "\n" + NOTES
     print("\n".join(header))
     if out:
