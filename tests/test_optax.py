@@ -105,7 +105,11 @@ def test_inject_hyperparams_learning_rate_change_takes_effect():
     jax.tree.map(lambda u, g: np.testing.assert_allclose(
         u, -0.1 * g, rtol=1e-6, atol=1e-7), updates, grads)
     assert float(lps.current_learning_rate(state)) == pytest.approx(0.1)
-    state.hyperparams["learning_rate"] = jnp.asarray(0.02)
+    # optax's way to read an injected hyperparameter finds exactly one ``learning_rate``
+    # (the sampler's own record of the step is ``step_size``; optax's own tests check this).
+    assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(0.1)
+    state = optax.tree.set(state, learning_rate=jnp.asarray(0.02))
+    assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(0.02)
     updates, state = step(grads, state, params)
     jax.tree.map(lambda u, g: np.testing.assert_allclose(
         u, -0.02 * g, rtol=1e-6, atol=1e-7), updates, grads)

@@ -14,9 +14,11 @@ lpsampling's face in. Every test must pass, except those listed in :data:`NOT_AP
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -36,22 +38,40 @@ CACHE = Path(os.environ.get("LPS_CONFORMANCE_CACHE",
 PARALLEL = 2
 TIMEOUT_S = 600
 
-#: peer -> the peer's own tests that exercise the substituted API (pytest node ids).
-PEER_TESTS = {
-    "blackjax": [
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """Part of a peer's own test suite, run with one of lpsampling's faces swapped in."""
+
+    peer: str  #: the distribution whose sdist holds the tests
+    face: str  #: what ``_lps_peer_plugin`` substitutes (``LPS_CONFORMANCE_FACE``)
+    tests: tuple[str, ...]  #: pytest node ids inside the extracted sdist
+    note: str  #: how the tests were chosen, for the report
+
+
+SUITES = {
+    "blackjax": Suite("blackjax", "blackjax", (
         "tests/sgmcmc/test_kernels.py::SGLDKernelTest",
         "tests/mcmc/test_sampling.py::SGMCMCTest::test_linear_regression_sgld",
         "tests/mcmc/test_sampling.py::SGMCMCTest::test_linear_regression_sgld_cv",
-    ],
+    ), "blackjax's own SGLD tests"),
+    "optax": Suite("optax", "optax-sgd", (
+        "optax/_src/alias_test.py::AliasTest",
+        "optax/tree_utils/_state_utils_test.py::StateUtilsTest::test_tree_get",
+        "optax/tree_utils/_state_utils_test.py::StateUtilsTest::test_tree_get_all_with_path",
+        "optax/tree_utils/_state_utils_test.py::StateUtilsTest::test_tree_set",
+    ), "optax's tests of an optimizer alias, with `optax.sgd` as the alias: the common "
+       "`AliasTest` tests parameterized over optimizers (only their `sgd` cases are "
+       "collected) and the `inject_hyperparams(optax.sgd)` tests of `optax.tree`"),
 }
 
-#: (peer, mode, "Class::test") -> why the test cannot hold in that mode. The test still runs
+#: (suite, mode, "Class::test") -> why the test cannot hold in that mode. The test still runs
 #: and its outcome is reported; it just does not fail the run. Keep this short and justified.
 NOT_APPLICABLE: dict[tuple[str, str, str], str] = {}
 
 
-def _download(peer: str, version: str) -> Path:
-    """The cached sdist of ``peer==version``, downloaded on first use (skip when offline)."""
+def _download(peer: str, version: str) -> Path | str:
+    """The cached sdist of ``peer==version``, downloaded on first use; offline, the reason."""
     CACHE.mkdir(parents=True, exist_ok=True)
     for path in CACHE.glob(f"{peer}-{version}.tar.gz"):
         return path
@@ -64,38 +84,43 @@ def _download(peer: str, version: str) -> Path:
     found = list(CACHE.glob(f"{peer}-{version}.tar.gz"))
     if done is None or done.returncode or not found:
         tail = "" if done is None else (done.stderr or done.stdout).strip()[-300:]
-        pytest.skip(f"conformance: cannot fetch the {peer} {version} source distribution "
-                    f"(offline?); `{' '.join(command[2:])}` failed: {tail or 'timed out'}")
+        return (f"conformance: cannot fetch the {peer} {version} source distribution "
+                f"(offline?); `{' '.join(command[2:])}` failed: {tail or 'timed out'}")
     return found[0]
 
 
 def _extract(sdist: Path, dest: Path) -> Path:
-    """The sdist's ``tests/`` and ``pytest.ini`` (not the package: the installed one runs)."""
+    """The sdist's tests (``tests/``, or the ``*_test.py`` modules inside the package, as
+    optax ships them) and its ``pytest.ini``; not the package: the installed one runs."""
     with tarfile.open(sdist) as tar:
         top = tar.getmembers()[0].name.split("/")[0]
-        wanted = [m for m in tar.getmembers()
-                  if m.name.startswith(f"{top}/tests/") or m.name == f"{top}/pytest.ini"]
+        wanted = [m for m in tar.getmembers() if m.isfile() and (
+            m.name.startswith(f"{top}/tests/") or m.name == f"{top}/pytest.ini"
+            or m.name.endswith("_test.py"))]
         for member in wanted:
             member.name = member.name[len(top) + 1:]
         tar.extractall(dest, members=wanted, filter="data")
+    ini = dest / "pytest.ini"
+    if not ini.exists():  # keep pytest from looking for a configuration above ``dest``
+        ini.write_text("[pytest]\n")
     return dest
 
 
-def _run_mode(peer: str, suite: Path, mode: str, out: Path) -> dict:
+def _run_mode(suite: Suite, tree: Path, mode: str, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     xml, stamp = out / "junit.xml", out / "stamp.json"
-    env = {**os.environ, "LPS_CONFORMANCE_MODE": mode, "LPS_CONFORMANCE_ROOT": str(ROOT),
-           "LPS_CONFORMANCE_STAMP": str(stamp),
+    env = {**os.environ, "LPS_CONFORMANCE_MODE": mode, "LPS_CONFORMANCE_FACE": suite.face,
+           "LPS_CONFORMANCE_ROOT": str(ROOT), "LPS_CONFORMANCE_STAMP": str(stamp),
            "PYTHONPATH": os.pathsep.join(
                [str(HERE), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "_lps_peer_plugin",
-               "-p", "no:cacheprovider", "-c", str(suite / "pytest.ini"),
-               "--rootdir", str(suite), "-o", "addopts=", f"--junitxml={xml}",
-               *PEER_TESTS[peer]]
-    done = subprocess.run(command, cwd=suite, env=env, capture_output=True, text=True,
+               "-p", "no:cacheprovider", "-c", str(tree / "pytest.ini"),
+               "--rootdir", str(tree), "-o", "addopts=", f"--junitxml={xml}",
+               *suite.tests]
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT_S)
     result = {"mode": mode, "returncode": done.returncode,
-              "log": (done.stdout + done.stderr)[-4000:], "tests": {}}
+              "log": (done.stdout + done.stderr)[-4000:], "tests": {}, "messages": {}}
     result["stamp"] = json.loads(stamp.read_text()) if stamp.exists() else None
     if xml.exists():
         for case in ET.parse(xml).getroot().iter("testcase"):
@@ -105,24 +130,36 @@ def _run_mode(peer: str, suite: Path, mode: str, out: Path) -> dict:
                 if child.tag in ("failure", "error", "skipped"):
                     outcome = {"failure": "failed", "error": "error",
                                "skipped": "skipped"}[child.tag]
-                    result.setdefault("messages", {})[name] = (child.get("message") or "")[:300]
+                    result["messages"][name] = (child.get("message") or "")[:300]
             result["tests"][name] = outcome
     return result
 
 
-def _table(peer: str, version: str, results: dict) -> list[str]:
+def _describe(name: str, stamp: dict | None) -> str:
+    """``Class::test`` with its absl parameters, shortened (``<function f at ..>`` -> f)."""
+    params = ((stamp or {}).get("tests", {}).get(name) or {}).get("params", "")
+    params = re.sub(r"<function (\w+) at 0x[0-9a-f]+>", r"\1", params)
+    params = re.sub(r"<class '(?:jax\.numpy\.)?(\w+)'>", r"\1", params)
+    return f"{name}{' ' + params if params else ''}"
+
+
+def _counts(key: str, mode: str, result: dict) -> tuple[int, int, list[str]]:
+    tests = result["tests"]
+    na = [t for t in tests if (key, mode, t) in NOT_APPLICABLE]
+    passed = sum(tests[t] == "passed" for t in tests if t not in na)
+    return passed, len(tests) - len(na) - passed, na
+
+
+def _table(key: str, version: str, results: dict) -> list[str]:
     rows = []
     for mode, result in results.items():
-        tests = result["tests"]
-        na = [t for t in tests if (peer, mode, t) in NOT_APPLICABLE]
-        passed = sum(tests[t] == "passed" for t in tests if t not in na)
-        failed = sum(tests[t] != "passed" for t in tests if t not in na)
-        rows.append(f"| {peer} | {version} | {mode} | `{precision_of(mode)}` | {passed} "
-                    f"| {failed} | {len(na)} |")
+        passed, failed, na = _counts(key, mode, result)
+        rows.append(f"| {SUITES[key].peer} | {version} | `{SUITES[key].face}` | {mode} "
+                    f"| `{precision_of(mode)}` | {passed} | {failed} | {len(na)} |")
     return rows
 
 
-def _write_report(peer: str, version: str, results: dict) -> None:
+def _write_report(done: dict) -> None:
     lines = [
         "# Conformance: the peers' own tests against lpsampling",
         "",
@@ -130,44 +167,68 @@ def _write_report(peer: str, version: str, results: dict) -> None:
         "peer's own tests (from its source distribution, the installed version) run with "
         "lpsampling's face substituted (`tests/conformance/_lps_peer_plugin.py`).",
         "",
-        f"{peer} tests: " + ", ".join(f"`{t}`" for t in PEER_TESTS[peer]) + ".",
-        "",
-        "| peer | version | mode | precision | passed | failed | not applicable |",
-        "|---|---|---|---|---|---|---|",
-        *_table(peer, version, results),
-        "",
-        "Not applicable: " + ("none." if not NOT_APPLICABLE else ""),
-        *[f"- {p} {m} `{t}`: {why}" for (p, m, t), why in NOT_APPLICABLE.items()],
-        "",
     ]
-    (ROOT / "benchmarks" / "RESULTS_conformance.md").write_text("\n".join(lines))
+    for key, (version, _) in done.items():
+        suite = SUITES[key]
+        lines.append(f"- {suite.peer} {version}, face `{suite.face}`: {suite.note}: "
+                     + ", ".join(f"`{t}`" for t in suite.tests) + ".")
+    lines += ["", "| peer | version | face | mode | precision | passed | failed "
+              "| not applicable |", "|---|---|---|---|---|---|---|---|"]
+    for key, (version, results) in done.items():
+        lines += _table(key, version, results)
+    lines += ["", "Not applicable (run, outcome reported here, not counted):"
+              + (" none." if not NOT_APPLICABLE else "")]
+    for key, (_, results) in done.items():
+        for mode, result in results.items():
+            for test in _counts(key, mode, result)[2]:
+                lines.append(f"- {key}, {mode}, `{_describe(test, result['stamp'])}` "
+                             f"({result['tests'][test]}): {NOT_APPLICABLE[key, mode, test]}")
+    (ROOT / "benchmarks" / "RESULTS_conformance.md").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
-def blackjax_results(tmp_path_factory):
-    peer = "blackjax"
-    version = importlib.metadata.version(peer)
-    suite = _extract(_download(peer, version), tmp_path_factory.mktemp(f"{peer}-suite"))
-    work = tmp_path_factory.mktemp(f"{peer}-runs")
+def conformance(tmp_path_factory):
+    """suite -> (version, {mode: result}), or the reason it was skipped."""
+    jobs, done = {}, {}
     with ThreadPoolExecutor(PARALLEL) as pool:
-        futures = {mode: pool.submit(_run_mode, peer, suite, mode, work / f"m{i}")
-                   for i, mode in enumerate(MODES)}
-        results = {mode: future.result() for mode, future in futures.items()}
-    if os.environ.get("LPS_CONFORMANCE_WRITE"):
-        _write_report(peer, version, results)
-    print("\n" + "\n".join(_table(peer, version, results)))
-    return results
+        for key, suite in SUITES.items():
+            version = importlib.metadata.version(suite.peer)
+            sdist = _download(suite.peer, version)
+            if isinstance(sdist, str):
+                done[key] = sdist
+                continue
+            tree = _extract(sdist, tmp_path_factory.mktemp(f"{key}-suite"))
+            work = tmp_path_factory.mktemp(f"{key}-runs")
+            jobs[key] = version, {mode: pool.submit(_run_mode, suite, tree, mode,
+                                                    work / f"m{i}")
+                                  for i, mode in enumerate(MODES)}
+        for key, (version, futures) in jobs.items():
+            done[key] = version, {mode: f.result() for mode, f in futures.items()}
+    ran = {k: v for k, v in done.items() if not isinstance(v, str)}
+    if os.environ.get("LPS_CONFORMANCE_WRITE") and len(ran) == len(SUITES):
+        _write_report(ran)
+    for key, (version, results) in ran.items():
+        print("\n" + "\n".join(_table(key, version, results)))
+    return done
 
 
+@pytest.mark.parametrize("key", list(SUITES))
 @pytest.mark.parametrize("mode", list(MODES))
-def test_blackjax_own_tests_pass(blackjax_results, mode):
-    result = blackjax_results[mode]
+def test_peer_own_tests_pass(conformance, key, mode):
+    if isinstance(conformance[key], str):
+        pytest.skip(conformance[key])
+    result = conformance[key][1][mode]
     stamp = result["stamp"]
     assert stamp is not None, f"the plugin did not run:\n{result['log']}"
-    assert stamp["mode"] == mode and Path(stamp["lpsampling"]).is_relative_to(ROOT), stamp
+    assert stamp["mode"] == mode and stamp["face"] == SUITES[key].face, stamp
+    assert Path(stamp["lpsampling"]).is_relative_to(ROOT), stamp
     assert stamp["substituted"], stamp
     tests = result["tests"]
     assert tests and result["returncode"] in (0, 1), result["log"]
     failed = {t: outcome for t, outcome in tests.items()
-              if outcome != "passed" and ("blackjax", mode, t) not in NOT_APPLICABLE}
-    assert not failed, (failed, result.get("messages"), result["log"])
+              if outcome != "passed" and (key, mode, t) not in NOT_APPLICABLE}
+    assert not failed, (failed, result["messages"], result["log"])
+    # A test passes for lpsampling only if it built lpsampling's face at least once.
+    idle = [t for t, outcome in tests.items() if outcome == "passed"
+            and not stamp["tests"].get(t, {}).get("calls")]
+    assert not idle, f"passed without calling lpsampling's face: {idle}"
