@@ -22,10 +22,12 @@ from lpsampling.formats import (
 from lpsampling.optax import (
     SGMCMCState,
     current_learning_rate,
+    cyclical_sghmc,
     cyclical_sgld,
     init_weights,
     is_sampling,
     sgd,
+    sghmc,
     sgld,
 )
 from lpsampling.quantize import quantize, quantize_tree, quantizer
@@ -72,6 +74,7 @@ __all__ = [
     "BlockFloatingPoint",
     "current_learning_rate",
     "cyclical_schedule",
+    "cyclical_sghmc",
     "cyclical_sgld",
     "FixedPoint",
     "FloatingPoint",
@@ -98,6 +101,7 @@ __all__ = [
     "SampleBank",
     "save_packed",
     "sgd",
+    "sghmc",
     "sgld",
     "SGMCMCState",
     "unpack",

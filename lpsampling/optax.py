@@ -1,11 +1,14 @@
-r"""Samplers as optax transformations: ``lps.sgld``, ``lps.sgd``, ``lps.cyclical_sgld``.
+r"""Samplers as optax transformations: ``lps.sgld``, ``lps.sgd``, ``lps.cyclical_sgld``,
+``lps.sghmc``, ``lps.cyclical_sghmc``.
 
 Each returns an :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
 gradient of the **mean** minibatch loss and the params, and returns updates such that
 ``optax.apply_updates(params, updates)`` is exactly the next weights the model runs on. With
 ``accumulator="full"`` (SGLDLP-F) the float32 chain ``θ`` lives in ``state.accumulator`` and
 the params are ``Q_W(θ)``; with ``"low"`` / ``"vc"`` the params are the chain, on the weight
-grid. Steps with non-finite gradients are skipped and counted in ``state.nonfinite_count``.
+grid. SGHMC and SGD with momentum keep the momentum ``v`` in ``state.momentum`` (full
+precision for ``"full"``, on its grid for ``"low"`` / ``"vc"``). Steps with non-finite
+gradients are skipped and counted in ``state.nonfinite_count``.
 Start from grid weights (:func:`init_weights`). The manual (first forward pass, collecting
 samples, chaining): the optax page of the documentation (``docs/optax.md``).
 """
@@ -24,7 +27,14 @@ from lpsampling._precision import resolve_precision
 from lpsampling.formats import Format, Full
 from lpsampling.quantize import quantize_tree
 from lpsampling.schedules import cycle_length, cyclical_schedule, is_sampling_step
-from lpsampling.update import Precision, model_weights, update_position
+from lpsampling.update import (
+    Precision,
+    heavy_ball_coefficients,
+    model_weights,
+    sghmc_coefficients,
+    update_momentum,
+    update_position,
+)
 from lpsampling.validation import (
     finite_float,
     finite_pytree,
@@ -39,6 +49,8 @@ __all__ = [
     "sgld",
     "sgd",
     "cyclical_sgld",
+    "sghmc",
+    "cyclical_sghmc",
     "init_weights",
     "is_sampling",
     "current_learning_rate",
@@ -57,6 +69,8 @@ class SGMCMCState(NamedTuple):
         one hyperparameter that ``optax.inject_hyperparams`` injects.
       sampling: whether the most recent update was a sampling (noisy) step.
       nonfinite_count: number of steps skipped because the gradients were not finite.
+      momentum: the momentum ``v`` of SGHMC (a velocity) or of SGD with momentum (the
+        trace of gradients, as ``optax.sgd``), else None.
     """
 
     count: chex.Array
@@ -65,6 +79,7 @@ class SGMCMCState(NamedTuple):
     step_size: chex.Array
     sampling: chex.Array
     nonfinite_count: chex.Array
+    momentum: Any = None
 
 
 def _concrete_float(value) -> float | None:
@@ -109,8 +124,15 @@ def _make(
     key,
     sampling_fn=None,
     name: str,
+    coefficients_fn=None,
+    momentum_format: Format | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """Build one sampler; every public factory is a thin call of this one."""
+    """Build one sampler; every public factory is a thin call of this one.
+
+    ``coefficients_fn(lr, noise_scale)`` (``noise_scale = T/N``, or None without noise)
+    selects the momentum rule (:func:`lpsampling.update.update_momentum`) with those
+    coefficients; without it the chain follows :func:`~lpsampling.update.update_position`.
+    """
     learning_rate = _constant("learning_rate", learning_rate, positive=True)
     weight_decay = _constant("weight_decay", weight_decay)
     if noise:
@@ -129,6 +151,15 @@ def _make(
                 lambda p: jnp.asarray(p).astype(jnp.promote_types(p.dtype, jnp.float32)),
                 params,
             )
+        momentum = None
+        if coefficients_fn is not None:
+            # v starts at 0 (as the paper's code and optax's trace), in the dtype of the
+            # chain it moves: float32 on a grid, wider for full-precision accumulators
+            momentum = jax.tree.map(
+                lambda p: jnp.zeros(jnp.shape(p), jnp.promote_types(
+                    jnp.asarray(p).dtype, jnp.float32)
+                    if precision.accumulator == "full" else jnp.float32),
+                params)
         return SGMCMCState(
             count=jnp.zeros([], jnp.int32),
             key=key,
@@ -136,6 +167,7 @@ def _make(
             step_size=jnp.zeros([], jnp.float32),
             sampling=jnp.zeros([], jnp.bool_),
             nonfinite_count=jnp.zeros([], jnp.int32),
+            momentum=momentum,
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -154,11 +186,24 @@ def _make(
                 variance = jnp.where(sampling, variance, 0.0)
         next_key, k_update, k_weights = jax.random.split(state.key, 3)
         chain = state.accumulator if precision.has_accumulator else params
-        new_chain, finite = update_position(
-            k_update, chain, updates,
-            learning_rate=lr, noise_variance=variance, precision=precision,
-            weight_decay=wd,
-        )
+        new_momentum = None
+        if coefficients_fn is None:
+            new_chain, finite = update_position(
+                k_update, chain, updates,
+                learning_rate=lr, noise_variance=variance, precision=precision,
+                weight_decay=wd,
+            )
+        else:
+            scale = None
+            if noise:
+                scale = jnp.asarray(temperature / num_data, jnp.float32)
+                if sampling_fn is not None:
+                    scale = jnp.where(sampling, scale, 0.0)
+            new_chain, new_momentum, finite = update_momentum(
+                k_update, chain, state.momentum, updates,
+                coefficients=coefficients_fn(lr, scale), precision=precision,
+                weight_decay=wd, momentum_format=momentum_format,
+            )
         if precision.has_accumulator:
             new_params = model_weights(k_weights, new_chain, precision, like=params)
             new_params = jax.tree.map(
@@ -174,6 +219,7 @@ def _make(
             step_size=lr,
             sampling=jnp.logical_and(sampling, finite),
             nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+            momentum=new_momentum,
         )
         return new_updates, new_state
 
@@ -221,6 +267,7 @@ def sgld(
 
 def sgd(
     learning_rate: optax.ScalarOrSchedule,
+    momentum: float | None = None,
     *,
     weight_decay: float = 0.0,
     weight_format: Format | None = None,
@@ -229,13 +276,29 @@ def sgd(
     precision: Precision | None = None,
     key: jax.Array,
 ) -> optax.GradientTransformationExtraArgs:
-    """Low-precision SGD without momentum (SGDFP, SGDLP-F, SGDLP-L): :func:`sgld` without
-    noise. ``accumulator="vc"`` without noise is plain stochastic rounding, like ``"low"``.
+    """Low-precision SGD (SGDFP, SGDLP-F, SGDLP-L): :func:`sgld` without noise.
+    ``accumulator="vc"`` without noise is plain stochastic rounding, like ``"low"``.
+
+    ``momentum=β`` (optional, as ``optax.sgd``'s ``momentum``, Polyak's heavy ball):
+    ``v ← β·v + Q_G(g) + wd·θ``, ``θ ← θ − η·v`` with ``v`` (``state.momentum``) the trace
+    of gradients, i.e. SGHMC's momentum rule without noise
+    (:func:`lpsampling.update.heavy_ball_coefficients`). In ``"low"`` / ``"vc"`` modes the
+    trace is rounded onto ``grad_format`` (gradient units; FULL keeps it unrounded).
+    ``momentum=None`` (the default) is SGD without momentum, unchanged.
     """
+    precision = _precision(precision, weight_format, grad_format, accumulator, "sgd")
+    coefficients_fn = None
+    if momentum is not None:
+        beta = _constant("momentum", momentum)
+
+        def coefficients_fn(lr, scale):
+            del scale
+            return heavy_ball_coefficients(lr, beta)
+
     return _make(
         learning_rate, noise=False, num_data=None, temperature=None,
-        weight_decay=weight_decay, key=key, name="sgd",
-        precision=_precision(precision, weight_format, grad_format, accumulator, "sgd"),
+        weight_decay=weight_decay, key=key, name="sgd", precision=precision,
+        coefficients_fn=coefficients_fn, momentum_format=precision.grad_format,
     )
 
 
@@ -272,6 +335,95 @@ def cyclical_sgld(
         temperature=temperature, weight_decay=weight_decay, precision=precision, key=key,
         sampling_fn=lambda count: is_sampling_step(count, length, ratio),
         name="cyclical_sgld",
+    )
+
+
+def _sghmc_fn(friction, inverse_mass):
+    friction = _constant("friction", friction, positive=True)
+    inverse_mass = _constant("inverse_mass", inverse_mass, positive=True)
+
+    def coefficients_fn(lr, scale):
+        return sghmc_coefficients(lr, friction=friction, inverse_mass=inverse_mass,
+                                  noise_scale=scale)
+
+    return coefficients_fn
+
+
+def sghmc(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    num_data: int,
+    friction: float = 2.0,
+    inverse_mass: float = 1.0,
+    temperature: float = 1.0,
+    weight_decay: float = 0.0,
+    weight_format: Format | None = None,
+    grad_format: Format | None = None,
+    accumulator: str | None = None,
+    precision: Precision | None = None,
+    key: jax.Array,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient Hamiltonian Monte Carlo in any precision mode (SGHMCLP-F,
+    naive SGHMCLP-L, VC SGHMCLP-L; Wang, Chen, Song & Zhang, TMLR 2024).
+
+    With ``E = e^{−γη}``, ``g = Q_G(grad) + wd·θ`` (the mean loss) and the velocity ``v``
+    in ``state.momentum`` (starting at 0):
+    ``v ← E·v − uγ⁻¹(1−E)·g + ξᵛ``, ``θ ← θ + γ⁻¹(1−E)·v − uγ⁻²(γη+E−1)·g + ξˣ``, the
+    exact integration of underdamped Langevin dynamics over a time ``η`` whose stationary
+    law is ``θ ∝ exp(−N·L/T)``; the correlated noise has ``Var ξᵛ = u(1−E²)·T/N`` (see
+    :func:`lpsampling.update.sghmc_coefficients`). ``accumulator="low"`` rounds both
+    right-hand sides onto the weight grid; ``"vc"`` replaces both noises by the
+    variance-corrected quantizer; ``"full"`` keeps ``θ`` (``state.accumulator``) and ``v``
+    in float32 and runs the model on ``Q_W(θ)``.
+
+    Args:
+      learning_rate: ``η``, the time step (scalar or ``optax.Schedule``). For large
+        friction SGHMC behaves as SGLD with step ``uη/γ``.
+      num_data: ``N``; temperature: ``T``; weight_decay: ``wd`` (as :func:`sgld`).
+      friction: ``γ > 0`` (default 2, as the authors' code).
+      inverse_mass: ``u > 0`` (default 1, as the authors' code).
+      precision / weight_format / grad_format / accumulator / key: as :func:`sgld`; the
+        momentum lives on the weight grid.
+    """
+    return _make(
+        learning_rate, noise=True, num_data=num_data, temperature=temperature,
+        weight_decay=weight_decay, key=key, name="sghmc",
+        precision=_precision(precision, weight_format, grad_format, accumulator, "sghmc"),
+        coefficients_fn=_sghmc_fn(friction, inverse_mass),
+    )
+
+
+def cyclical_sghmc(
+    init_lr: float,
+    *,
+    num_data: int,
+    num_cycles: int,
+    total_steps: int,
+    exploration_ratio: float = 0.0,
+    friction: float = 2.0,
+    inverse_mass: float = 1.0,
+    temperature: float = 1.0,
+    weight_decay: float = 0.0,
+    weight_format: Format | None = None,
+    grad_format: Format | None = None,
+    accumulator: str | None = None,
+    precision: Precision | None = None,
+    key: jax.Array,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Cyclical SGHMC: :func:`sghmc` with :func:`cyclical_sgld`'s cosine schedule on
+    ``η`` and its exploration stage (no noise for the first ``exploration_ratio`` of each
+    cycle; ``state.sampling`` tells whether the most recent update was a sampling step).
+    The momentum carries over from one cycle to the next."""
+    precision = _precision(precision, weight_format, grad_format, accumulator,
+                           "cyclical_sghmc")
+    init_lr = finite_float("init_lr", init_lr, positive=True)
+    ratio = unit_interval("exploration_ratio", exploration_ratio)
+    length = cycle_length(total_steps, num_cycles)
+    return _make(
+        cyclical_schedule(init_lr, length), noise=True, num_data=num_data,
+        temperature=temperature, weight_decay=weight_decay, precision=precision, key=key,
+        sampling_fn=lambda count: is_sampling_step(count, length, ratio),
+        name="cyclical_sghmc", coefficients_fn=_sghmc_fn(friction, inverse_mass),
     )
 
 

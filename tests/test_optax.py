@@ -561,3 +561,65 @@ def test_zero_initialised_biases_stay_bounded(float32_sgld_scale, wl, accumulato
     max_abs, final_loss = _digits_mlp_chain(fmt, accumulator, 3000)
     assert np.all(np.isfinite(max_abs)) and np.isfinite(final_loss)
     assert max_abs.max() <= 16 * float32_sgld_scale, (max_abs.max(), float32_sgld_scale)
+
+
+# --- SGD with momentum (optax.sgd's momentum through the momentum update rule) ----------
+
+
+def _quadratic_loss(p):
+    return jnp.sum(p["w"] ** 2 * 0.5) + jnp.sum((p["b"] - 1.0) ** 2)
+
+
+@pytest.mark.parametrize("lr", [0.05, optax.linear_schedule(0.1, 0.01, 10)])
+def test_sgd_momentum_follows_optax_sgd(lr):
+    # The same trajectory as optax.sgd(lr, momentum) up to float32 association (1 ulp per
+    # step of |θ| ≤ 1, over 25 steps: 1e-6 absolute).
+    ref, ours = optax.sgd(lr, momentum=0.9), lps.sgd(lr, 0.9, key=jax.random.key(0))
+    p1 = p2 = _params()
+    s1, s2 = ref.init(p1), ours.init(p2)
+    for _ in range(25):
+        u1, s1 = ref.update(jax.grad(_quadratic_loss)(p1), s1, p1)
+        u2, s2 = ours.update(jax.grad(_quadratic_loss)(p2), s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    chex.assert_trees_all_close(p1, p2, atol=1e-6)
+    chex.assert_trees_all_close(s1[0].trace, s2.momentum, atol=1e-6)
+
+
+def test_sgd_momentum_none_is_plain_sgd():
+    plain = lps.sgd(0.1, key=jax.random.key(0))
+    assert plain.init(_params()).momentum is None
+    with_zero = lps.sgd(0.1, 0.0, key=jax.random.key(0))
+    p = _params()
+    g = _grads_like(p)
+    u1, _ = plain.update(g, plain.init(p), p)
+    u2, s2 = with_zero.update(g, with_zero.init(p), p)
+    chex.assert_trees_all_close(u1, u2, atol=1e-7)
+    chex.assert_trees_all_equal(s2.momentum, jax.tree.map(lambda x: x.astype(jnp.float32), g))
+
+
+@pytest.mark.parametrize("mode", ["LP-L", "VC"])
+def test_sgd_momentum_low_precision_keeps_grids(mode):
+    w, gf, acc = MODES[mode]
+    opt = lps.sgd(0.05, 0.9, weight_format=w, grad_format=gf, accumulator=acc,
+                  key=jax.random.key(3))
+    p = lps.init_weights(_params(), w, key=jax.random.key(4))
+    s = opt.init(p)
+    for _ in range(5):
+        u, s = opt.update(jax.grad(_quadratic_loss)(p), s, p)
+        p = optax.apply_updates(p, u)
+    assert helpers.on_grid(p["w"], w) and helpers.on_grid(s.momentum["w"], gf)
+
+
+def test_sgd_momentum_skips_nonfinite_and_rejects_bad_beta():
+    opt = lps.sgd(0.1, 0.9, key=jax.random.key(0))
+    p = _params()
+    s = opt.init(p)
+    _, s = opt.update(_grads_like(p), s, p)
+    bad = jax.tree.map(lambda x: x.at[0].set(jnp.nan), _grads_like(p))
+    u, s2 = opt.update(bad, s, p)
+    assert int(s2.nonfinite_count) == 1
+    chex.assert_trees_all_equal(s2.momentum, s.momentum)
+    chex.assert_trees_all_close(u, jax.tree.map(jnp.zeros_like, p))
+    for beta in (float("nan"), -0.5):
+        with pytest.raises(ValueError, match="momentum"):
+            lps.sgd(0.1, beta, key=jax.random.key(0))
