@@ -133,7 +133,9 @@ def _make(
     selects the momentum rule (:func:`lpsampling.update.update_momentum`) with those
     coefficients; without it the chain follows :func:`~lpsampling.update.update_position`.
     """
-    learning_rate = _constant("learning_rate", learning_rate, positive=True)
+    # 0 is allowed (a no-op step), as optax does: warmup schedules start there, and
+    # inject_hyperparams evaluates a schedule eagerly at init (count 0)
+    learning_rate = _constant("learning_rate", learning_rate)
     weight_decay = _constant("weight_decay", weight_decay)
     if noise:
         num_data = _num_data(num_data)

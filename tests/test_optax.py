@@ -116,6 +116,25 @@ def test_inject_hyperparams_learning_rate_change_takes_effect():
     assert float(lps.current_learning_rate(state)) == pytest.approx(0.02)
 
 
+def test_zero_learning_rate_is_a_no_op_and_warmup_from_zero_works():
+    """As optax: η = 0 is allowed (a warmup schedule starts there, and inject_hyperparams
+    evaluates it eagerly at init, count 0) and leaves grid weights exactly where they are."""
+    params = lps.init_weights(_params(), BFP, key=jax.random.key(1))
+    grads = _grads_like(params)
+    for make in (lambda **kw: lps.sgld(num_data=10, **kw), lps.sgd,
+                 lambda **kw: lps.sgd(momentum=0.9, **kw)):
+        for acc in ("full", "low", "vc"):
+            opt = make(learning_rate=0.0, weight_format=BFP, grad_format=BFP,
+                       accumulator=acc, key=jax.random.key(0))
+            updates, state = opt.update(grads, opt.init(params), params)
+            assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates))
+            assert int(state.nonfinite_count) == 0
+    warmup = optax.inject_hyperparams(lps.sgd)(
+        learning_rate=optax.linear_schedule(0.0, 0.1, 10), key=jax.random.key(0))
+    state = warmup.init(params)  # eager: the schedule's value at count 0 is a concrete 0.0
+    assert float(state.hyperparams["learning_rate"]) == 0.0
+
+
 def test_inject_hyperparams_with_low_precision_sgld():
     """Every hyperparameter traced (the key too): the weights stay on the grid."""
     opt = optax.inject_hyperparams(lps.sgld)(
