@@ -224,3 +224,110 @@ def test_mismatched_estimator_output():
     alg = lps.blackjax.sgld(lambda p, _: {"a": p["a"]})
     with pytest.raises(ValueError, match="grads.*structure"):
         alg.step(jax.random.key(0), _position0(), None, 1e-3)
+
+
+# --- SGHMC: a drop-in for blackjax.sghmc -------------------------------------------------
+
+
+def test_sghmc_signatures_match_blackjax():
+    ours = lps.blackjax.sghmc(grad_estimator)
+    theirs = blackjax.sghmc(grad_estimator)
+    for name in ("init", "step"):
+        a = inspect.signature(getattr(ours, name)).parameters
+        b = inspect.signature(getattr(theirs, name)).parameters
+        assert list(a) == list(b), name
+        assert [p.default for p in a.values()] == [p.default for p in b.values()], name
+    top_ours = inspect.signature(lps.blackjax.sghmc).parameters
+    top_theirs = inspect.signature(blackjax.sgmcmc.sghmc.as_top_level_api).parameters
+    assert list(top_theirs) == list(top_ours)[:len(top_theirs)]
+    for name in top_theirs:
+        assert top_ours[name].default == top_theirs[name].default, name
+    kernel_ours = inspect.signature(lps.blackjax.sghmc.build_kernel()).parameters
+    kernel_theirs = inspect.signature(blackjax.sghmc.build_kernel()).parameters
+    assert list(kernel_ours) == list(kernel_theirs)
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def test_sghmc_full_formats_reproduce_blackjax_trajectory(jit):
+    """40 steps of 5 integration steps, the same keys, α = 0.1, β = 0.05, a temperature that
+    changes along the way: the trajectories agree to float32 rounding (XLA may fuse the
+    multiply-adds differently in the two programs: observed differences are ≤ 1 ulp)."""
+    ours = lps.blackjax.sghmc(grad_estimator, 5, alpha=0.1, beta=0.05)
+    theirs = blackjax.sghmc(grad_estimator, 5, alpha=0.1, beta=0.05)
+    minibatch = jnp.asarray([0.5, 1.0, 1.5])
+    keys = jax.random.split(jax.random.key(42), 40)
+    temps = jnp.where(jnp.arange(40) < 20, 1.0, 0.3)
+
+    def trajectory(alg):
+        def body(state, xs):
+            key, temp = xs
+            state = alg.step(key, state, minibatch, 1e-2, temp)
+            return state, state
+        return jax.lax.scan(body, alg.init(_position0()), (keys, temps))[1]
+
+    if jit:
+        a, b = jax.jit(lambda: trajectory(ours))(), jax.jit(lambda: trajectory(theirs))()
+    else:
+        a = ours.step(keys[0], _position0(), minibatch, 1e-2, 0.5)
+        b = theirs.step(keys[0], _position0(), minibatch, 1e-2, 0.5)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-6, atol=2e-6)
+    assert float(jnp.abs(jax.tree.leaves(a)[0] - jax.tree.leaves(_position0())[0]).max()) > 0
+
+
+@pytest.mark.parametrize("position", [1.0, np.asarray([1.0, -2.0]),
+                                      {"a": 0.5, "b": np.float32(2.0)}],
+                         ids=["python-float", "numpy", "mixed-tree"])
+def test_sghmc_accepts_array_like_positions_like_blackjax(position):
+    def est(p, _):
+        return jax.tree.map(jnp.negative, p)
+
+    ours, theirs = lps.blackjax.sghmc(est, 3), blackjax.sghmc(est, 3)
+    a = ours.step(jax.random.key(0), ours.init(position), None, 0.05)
+    b = theirs.step(jax.random.key(0), theirs.init(position), None, 0.05)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert jnp.asarray(x).dtype == jnp.asarray(y).dtype
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("accumulator", ["full", "low", "vc"])
+def test_sghmc_low_precision_modes(accumulator):
+    """Under jit: low/vc positions stay on the grid; full moves off it (the accumulator)
+    while the estimator always sees grid weights; a NaN gradient leaves the position as
+    it was."""
+    seen = []
+
+    def est(p, _):
+        jax.debug.callback(lambda ok: seen.append(bool(ok)),
+                           jnp.all(jnp.stack([helpers._on_grid(x, FX).all()
+                                              for x in jax.tree.leaves(p)])))
+        return grad_estimator(p, jnp.ones(2))
+
+    alg = lps.blackjax.sghmc(est, 4, alpha=0.5, weight_format=FX, grad_format=FX,
+                             accumulator=accumulator)
+    state = alg.init(lps.init_weights(_position0(), FX, key=jax.random.key(1)))
+    step = jax.jit(alg.step)
+    for k in jax.random.split(jax.random.key(2), 5):
+        state = step(k, state, None, 0.05)
+    jax.effects_barrier()
+    assert seen and all(seen)
+    if accumulator != "full":
+        assert all(helpers.on_grid(x, FX) for x in jax.tree.leaves(state))
+    nan_alg = lps.blackjax.sghmc(
+        lambda p, _: jax.tree.map(lambda x: x * jnp.nan, p), 2,
+        weight_format=FX, grad_format=FX, accumulator=accumulator)
+    after = nan_alg.step(jax.random.key(3), state, None, 0.05)
+    jax.tree.map(np.testing.assert_array_equal, after, state)
+
+
+def test_sghmc_bad_arguments():
+    with pytest.raises(ValueError, match="num_integration_steps"):
+        lps.blackjax.sghmc(grad_estimator, 0)
+    with pytest.raises(ValueError, match="alpha"):
+        lps.blackjax.sghmc(grad_estimator, 2, alpha=float("nan"))
+    with pytest.raises(ValueError, match="step_size"):
+        lps.blackjax.sghmc(grad_estimator, 2).step(jax.random.key(0), _position0(), None,
+                                                   -0.1)
+    with pytest.raises(ValueError, match="weight_format"):
+        lps.blackjax.sghmc(grad_estimator, accumulator="vc")

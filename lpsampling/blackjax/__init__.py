@@ -1,8 +1,10 @@
-"""Samplers as blackjax algorithms: drop-ins for ``blackjax.sgld`` in every precision mode.
+"""Samplers as blackjax algorithms: drop-ins for ``blackjax.sgld`` and ``blackjax.sghmc``
+in every precision mode.
 
 Laid out as blackjax: the modules :mod:`lpsampling.blackjax.sgmcmc.sgld` and
-:mod:`~lpsampling.blackjax.sgmcmc.cyclical_sgld` hold ``init``, ``build_kernel`` and
-``as_top_level_api``; ``sgld`` and ``cyclical_sgld`` here are the top-level algorithms
+:mod:`~lpsampling.blackjax.sgmcmc.cyclical_sgld` and :mod:`~lpsampling.blackjax.sgmcmc.sghmc`
+hold ``init``, ``build_kernel`` and ``as_top_level_api``; ``sgld``, ``cyclical_sgld`` and
+``sghmc`` here are the top-level algorithms
 (call them like ``blackjax.sgld``; ``.init`` and ``.build_kernel`` are the lower layers).
 The precision is one :class:`lpsampling.Precision` (``precision=``) or the shortcuts
 ``weight_format=``, ``grad_format=``, ``accumulator=``. Manual: ``docs/blackjax.md``.
@@ -28,6 +30,7 @@ from lpsampling.validation import prng_key
 __all__ = [
     "sgld",
     "cyclical_sgld",
+    "sghmc",
     "build_kernel",
     "weights",
     "CyclicalSGLDState",
@@ -60,6 +63,14 @@ sgld = _top_level_api(sgmcmc.sgld)
 #:
 #: :meta hide-value:
 cyclical_sgld = _top_level_api(sgmcmc.cyclical_sgld)
+
+#: Low-precision SGHMC, a drop-in for ``blackjax.sghmc``.
+#: ``sghmc(grad_estimator, num_integration_steps=10, alpha=0.01, beta=0, *, precision=None,
+#: **shortcuts)`` is :func:`lpsampling.blackjax.sgmcmc.sghmc.as_top_level_api`;
+#: ``sghmc.init`` and ``sghmc.build_kernel`` are the module's lower layers.
+#:
+#: :meta hide-value:
+sghmc = _top_level_api(sgmcmc.sghmc)
 
 # The first release's name for the SGLD kernel builder.
 build_kernel = sgmcmc.sgld.build_kernel

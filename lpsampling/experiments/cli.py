@@ -60,6 +60,8 @@ _CONFIG_FLAGS = [
      "constant | decay (SGLD/SGD methods; default decay) — cyclical methods use cyclical"),
     ("--temperature", "temperature", float, "posterior temperature T"),
     ("--weight-decay", "weight_decay", float, "Gaussian prior (weight decay) per datum"),
+    ("--friction", "friction", float, "SGHMC methods: friction γ (default 2)"),
+    ("--inverse-mass", "inverse_mass", float, "SGHMC methods: inverse mass u (default 2)"),
     ("--num-cycles", "num_cycles", int, "cycles of the cyclical methods"),
     ("--exploration-ratio", "exploration_ratio", float,
      "noise-free fraction at the start of each cycle (cyclical methods)"),

@@ -63,6 +63,10 @@ class RunConfig:
         ``"cyclical"`` and the others forbid it.
       temperature: ``T`` (1 samples the posterior; the paper's CIFAR runs use 1e-3).
       weight_decay: Gaussian prior ``wd`` per datum (in the sampler, full precision).
+      friction: SGHMC methods: friction ``γ`` (``lr`` is then the time step ``η``).
+      inverse_mass: SGHMC methods: inverse mass ``u``. The defaults ``γ = u = 2`` make
+        SGHMC's large-friction limit, SGLD with step ``uη/γ``, take the step ``lr`` of
+        the SGLD methods, so that ``compare`` runs them on one footing.
       num_cycles: cycles of the cyclical methods (``epochs`` must be a multiple).
       exploration_ratio: first fraction of each cycle without noise (cyclical only; 0:
         noise on every step, as the low-precision paper; the original cSGLD paper
@@ -93,6 +97,8 @@ class RunConfig:
     schedule: str | None = None
     temperature: float = 0.01
     weight_decay: float = 5e-4
+    friction: float = 2.0
+    inverse_mass: float = 2.0
     num_cycles: int = 2
     exploration_ratio: float = 0.0
     samples: int | None = None
@@ -150,10 +156,12 @@ class RunConfig:
             positive_int(name, getattr(self, name), allow_none=True)
         positive_int("checkpoint_every", self.checkpoint_every, minimum=0)
         positive_int("seed", self.seed, minimum=0)
-        for name in ("lr", "temperature", "weight_decay"):
+        for name in ("lr", "temperature", "weight_decay", "friction", "inverse_mass"):
             if callable(getattr(self, name)):
                 raise ArgumentTypeError(f"{name} must be a number, got a callable")
         finite_float("lr", self.lr, positive=True)
+        finite_float("friction", self.friction, positive=True)
+        finite_float("inverse_mass", self.inverse_mass, positive=True)
         finite_float("temperature", self.temperature)
         finite_float("weight_decay", self.weight_decay)
         unit_interval("exploration_ratio", self.exploration_ratio)

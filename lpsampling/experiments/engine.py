@@ -23,10 +23,12 @@ from lpsampling.flax import QuantConfig, ResNet, create_model
 from lpsampling.formats import FULL, Format
 from lpsampling.optax import (
     current_learning_rate,
+    cyclical_sghmc,
     cyclical_sgld,
     init_weights,
     is_sampling,
     sgd,
+    sghmc,
     sgld,
 )
 from lpsampling.schedules import paper_decay_schedule
@@ -204,17 +206,21 @@ class Engine:
         lr0, num_train = float(c.lr), self.data.num_train
         common = dict(weight_decay=float(c.weight_decay), weight_format=f.weight,
                       grad_format=f.grad, accumulator=spec.accumulator, key=key)
+        hmc = spec.dynamics == "sghmc"
+        if hmc:
+            common.update(friction=float(c.friction), inverse_mass=float(c.inverse_mass))
         if spec.cyclical:
-            return cyclical_sgld(lr0, num_data=num_train, num_cycles=c.num_cycles,
-                                 total_steps=self.total_steps,
-                                 exploration_ratio=float(c.exploration_ratio),
-                                 temperature=float(c.temperature), **common)
+            return (cyclical_sghmc if hmc else cyclical_sgld)(
+                lr0, num_data=num_train, num_cycles=c.num_cycles,
+                total_steps=self.total_steps, exploration_ratio=float(c.exploration_ratio),
+                temperature=float(c.temperature), **common)
         lr: Any = lr0
         if c.schedule == "decay":
             lr = paper_decay_schedule(lr0, self.total_steps)
         if spec.kind == "sgd":
             return sgd(lr, **common)
-        return sgld(lr, num_data=num_train, temperature=float(c.temperature), **common)
+        return (sghmc if hmc else sgld)(lr, num_data=num_train,
+                                        temperature=float(c.temperature), **common)
 
 
 @functools.lru_cache(maxsize=32)

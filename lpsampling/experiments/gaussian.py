@@ -2,7 +2,10 @@ r"""The paper's Figure 1: low-precision SGLD on ``N(0, 1)`` (``U(θ) = θ²/2``,
 gradient ``θ + 0.1·ξ``, ``θ₀ = 0``), weights and gradients on ``FixedPoint(8, 3)``
 (``Δ = 1/8``), through the optax face ``lps.sgld(α, num_data=1)`` (noise variance ``2α``).
 
-Methods: ``"low"`` (naive SGLDLP-L), ``"vc"`` (VC SGLDLP-L), ``"full"`` (SGLDLP-F).
+Methods: ``"low"`` (naive SGLDLP-L), ``"vc"`` (VC SGLDLP-L), ``"full"`` (SGLDLP-F), and
+the SGHMC family ``"hmc-low"``, ``"hmc-vc"``, ``"hmc-full"`` (:func:`lpsampling.sghmc` with
+time step ``η = α``, friction ``γ`` and inverse mass ``u``; the follow-up paper's Gaussian
+runs use ``u = 2``, ``γ = 3`` and compare both families at the same step value).
 Theorem 2: for ``sqrt(2α) ≪ Δ`` the naive chain's stationary variance is about
 ``Δ/sqrt(π·α)`` (2.23 at ``α = 1e-3``, 7.05 at ``1e-4``); VC and F stay at 1.
 The manual (samples reported, burn-in, standard errors) is ``docs/experiments.md``.
@@ -24,7 +27,7 @@ import optax
 
 from lpsampling.atomic import atomic_open
 from lpsampling.formats import FixedPoint, Format, grid_gap
-from lpsampling.optax import sgld
+from lpsampling.optax import sghmc, sgld
 from lpsampling.validation import finite_float, positive_int, unit_interval
 
 __all__ = [
@@ -45,8 +48,15 @@ GAUSSIAN_METHODS: dict[str, str] = {
     "low": "naive SGLDLP-L",
     "vc": "VC SGLDLP-L",
     "full": "SGLDLP-F",
+    "hmc-low": "naive SGHMCLP-L",
+    "hmc-vc": "VC SGHMCLP-L",
+    "hmc-full": "SGHMCLP-F",
 }
-"""Method (accumulator) → the paper's label."""
+"""Method (accumulator, ``hmc-`` for SGHMC) → the paper's label."""
+
+#: The follow-up paper's SGHMC settings for its Gaussian runs (Wang et al. 2024).
+PAPER_FRICTION = 3.0
+PAPER_INVERSE_MASS = 2.0
 
 
 def default_num_steps(alpha: float) -> int:
@@ -137,20 +147,26 @@ class GaussianResults:
         for r in self.runs:
             law = self.law(r.alpha)
             law_s = f"{law:.2f}" if (law is not None and r.method == "low") else "1 (target)"
+            law_s = "—" if r.method == "hmc-low" else law_s
             lines.append(
                 f"{r.label:<16} {r.alpha:>7.0e} {r.variance:>8.3f} ± {r.variance_se:<5.3f} "
                 f"{r.mean:>+7.3f} ± {r.mean_se:<5.3f} {law_s:>12}")
         return "\n".join(lines)
 
 
-def _chain_fn(alpha: float, accumulator: str, fmt: Format, num_burn: int, num_out: int,
-              thin: int, grad_noise: float):
+def _chain_fn(alpha: float, method: str, fmt: Format, num_burn: int, num_out: int,
+              thin: int, grad_noise: float, friction: float = PAPER_FRICTION,
+              inverse_mass: float = PAPER_INVERSE_MASS):
     """One chain: key -> (sum θ, sum θ², thinned samples)."""
+    hmc = method.startswith("hmc-")
+    accumulator = method.removeprefix("hmc-")
 
     def chain(key):
         k_opt, k_grad = jax.random.split(key)
-        opt = sgld(alpha, num_data=1, temperature=1.0, weight_format=fmt, grad_format=fmt,
-                   accumulator=accumulator, key=k_opt)
+        common = dict(num_data=1, temperature=1.0, weight_format=fmt, grad_format=fmt,
+                      accumulator=accumulator, key=k_opt)
+        opt = (sghmc(alpha, friction=friction, inverse_mass=inverse_mass, **common) if hmc
+               else sgld(alpha, **common))
         theta = jnp.zeros((), jnp.float32)
         state = opt.init(theta)
 
@@ -193,13 +209,16 @@ def gaussian_experiment(
     burn_in: float = 0.5,
     grad_noise: float = 0.1,
     max_samples_per_chain: int = 2000,
+    friction: float = PAPER_FRICTION,
+    inverse_mass: float = PAPER_INVERSE_MASS,
 ) -> GaussianResults:
     """Run low-precision SGLD chains on ``N(0, 1)`` (the paper's Figure 1).
 
     Args:
       alphas: step sizes ``α`` (noise variance ``2α``).
       methods: accumulators among ``"low"`` (naive SGLDLP-L), ``"vc"`` (VC SGLDLP-L),
-        ``"full"`` (SGLDLP-F).
+        ``"full"`` (SGLDLP-F); ``"hmc-low"``, ``"hmc-vc"``, ``"hmc-full"`` for SGHMC
+        with time step ``η = α``.
       fmt: weight and gradient format (the paper: ``FixedPoint(8, 3)``).
       num_chains: independent chains per configuration.
       num_steps: steps per chain: one int for every α, one per α, or None for
@@ -209,6 +228,7 @@ def gaussian_experiment(
       grad_noise: standard deviation of the gradient noise (``θ + 0.1·ξ``).
       max_samples_per_chain: the kept steps are thinned to at most this many samples per
         chain for ``samples`` (moments use every kept step).
+      friction, inverse_mass: SGHMC's ``γ`` and ``u`` (default the follow-up paper's 3, 2).
 
     Returns:
       :class:`GaussianResults`, with runs ordered by α then method.
@@ -222,6 +242,8 @@ def gaussian_experiment(
             raise ValueError(f"unknown method {m!r}; valid methods: "
                              f"{', '.join(GAUSSIAN_METHODS)}")
     num_chains = positive_int("num_chains", num_chains, minimum=2)
+    friction = finite_float("friction", friction, positive=True)
+    inverse_mass = finite_float("inverse_mass", inverse_mass, positive=True)
     burn_in = unit_interval("burn_in", burn_in)
     if num_steps is None:
         steps = [default_num_steps(a) for a in alphas]
@@ -243,7 +265,8 @@ def gaussian_experiment(
         num_out = kept_total // thin
         kept = num_out * thin
         for im, method in enumerate(methods):
-            chain = _chain_fn(alpha, method, fmt, num_burn, num_out, thin, grad_noise)
+            chain = _chain_fn(alpha, method, fmt, num_burn, num_out, thin, grad_noise,
+                              friction, inverse_mass)
             keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, ia), im),
                                     num_chains)
             s1, s2, samples = jax.jit(jax.vmap(chain))(keys)
@@ -305,7 +328,8 @@ def plot_gaussian(results: GaussianResults, path: str | os.PathLike) -> Path:
             ax.tick_params(labelsize=8)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
-    fig.suptitle(f"Low-precision SGLD on N(0, 1), {results.fmt!r}, "
+    family = ("SGLD / SGHMC" if any(m.startswith("hmc-") for m in methods) else "SGLD")
+    fig.suptitle(f"Low-precision {family} on N(0, 1), {results.fmt!r}, "
                  f"{results.num_chains} chains", fontsize=10)
     fig.tight_layout()
     with atomic_open(path, "wb") as fh:

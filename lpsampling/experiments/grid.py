@@ -27,7 +27,10 @@ def paper_grid(formats: Sequence[str] = ("fixed8", "bfp8"),
 
     FP32: SGLDFP, SGDFP, cSGLDFP; then for each low-precision format: naive SGLDLP-L,
     VC SGLDLP-L, SGDLP-L, SGLDLP-F, SGDLP-F, VC cSGLDLP-L, cSGLD-F. ``methods`` keeps
-    only the rows whose method is listed (``fp32`` rows use ``sgld``/``sgd``/``csgld``).
+    only the rows whose method is listed (``fp32`` rows use ``sgld``/``sgd``/``csgld``);
+    listed methods outside the paper's grid (the SGHMC family) add rows after them: an
+    ``fp32`` row for a method that runs in full precision (``sghmc``, ``csghmc``), else
+    one row per low-precision format.
     """
     rows = [("fp32", "sgld"), ("fp32", "sgd"), ("fp32", "csgld")]
     lp = ("sgldlp-l", "vc-sgldlp-l", "sgdlp-l", "sgldlp-f", "sgdlp-f", "vc-csgldlp-l",
@@ -38,8 +41,17 @@ def paper_grid(formats: Sequence[str] = ("fixed8", "bfp8"),
             continue
         rows += [(fname, m) for m in lp]
     if methods is not None:
-        keep = {get_method(m).name for m in methods}
-        rows = [r for r in rows if r[1] in keep]
+        wanted = list(dict.fromkeys(get_method(m).name for m in methods))
+        in_grid = {"sgld", "sgd", "csgld", *lp}
+        rows = [r for r in rows if r[1] in wanted]
+        lp_formats = [get_format(f).name for f in formats if get_format(f).name != "fp32"]
+        for m in wanted:
+            if m in in_grid:
+                continue
+            if get_method(m).fp_label is not None:
+                rows.append(("fp32", m))
+            else:
+                rows += [(f, m) for f in lp_formats]
     return rows
 
 

@@ -37,7 +37,8 @@ class MethodSpec:
 
     Attributes:
       name: canonical name (e.g. ``"vc-sgldlp-l"``).
-      kind: ``"sgld"``, ``"sgd"`` or ``"cyclical"`` (cyclical SGLD).
+      kind: ``"sgld"``, ``"sgd"`` or ``"cyclical"`` (the schedule and sampling plan:
+        constant/decay sampler, no noise, or cyclical).
       accumulator: ``"full"``, ``"low"`` or ``"vc"`` (see :func:`lpsampling.sgld`).
       fp_label: the paper's label in full precision, or None when the method needs a
         low-precision format.
@@ -49,6 +50,9 @@ class MethodSpec:
     accumulator: str
     fp_label: str | None
     lp_label: str
+    dynamics: str = "sgld"
+    """``"sgld"`` (:func:`lpsampling.sgld` & co.) or ``"sghmc"`` (:func:`lpsampling.sghmc`,
+    :func:`lpsampling.cyclical_sghmc`)."""
 
     @property
     def noise(self) -> bool:
@@ -74,6 +78,14 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("csgld-f", "cyclical", "full", None, "cSGLD-F"),
         MethodSpec("csgldlp-l", "cyclical", "low", None, "naive cSGLDLP-L"),
         MethodSpec("vc-csgldlp-l", "cyclical", "vc", None, "VC cSGLDLP-L"),
+        MethodSpec("sghmc", "sgld", "full", "SGHMCFP", "SGHMCLP-F", "sghmc"),
+        MethodSpec("sghmclp-f", "sgld", "full", None, "SGHMCLP-F", "sghmc"),
+        MethodSpec("sghmclp-l", "sgld", "low", None, "naive SGHMCLP-L", "sghmc"),
+        MethodSpec("vc-sghmclp-l", "sgld", "vc", None, "VC SGHMCLP-L", "sghmc"),
+        MethodSpec("csghmc", "cyclical", "full", "cSGHMCFP", "cSGHMC-F", "sghmc"),
+        MethodSpec("csghmc-f", "cyclical", "full", None, "cSGHMC-F", "sghmc"),
+        MethodSpec("csghmclp-l", "cyclical", "low", None, "naive cSGHMCLP-L", "sghmc"),
+        MethodSpec("vc-csghmclp-l", "cyclical", "vc", None, "VC cSGHMCLP-L", "sghmc"),
     )
 }
 """Method name → :class:`MethodSpec`."""

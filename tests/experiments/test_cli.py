@@ -98,3 +98,22 @@ def test_subcommand_help(argv, capsys):
         cli.main(argv)
     assert exc.value.code == 0
     assert "--preset" in capsys.readouterr().out
+
+
+def test_run_and_compare_sghmc_methods(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    rc = cli.main(["run", "--method", "vc-sghmclp-l", "--format", "fixed8", *TINY,
+                   "--samples", "1", "--friction", "3", "--inverse-mass", "1.5",
+                   "--out", str(out)])
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    assert rec["label"] == "VC SGHMCLP-L" and rec["complete"] is True
+    assert rec["config"]["friction"] == 3.0 and rec["config"]["inverse_mass"] == 1.5
+    assert 0.0 <= rec["metrics"]["error"] <= 1.0
+    rc = cli.main(["compare", "--seeds", "1", *TINY, "--samples", "1", "--formats", "fixed8",
+                   "--methods", "sghmc,sghmclp-l", "--out-dir", str(tmp_path / "c")])
+    assert rc == 0
+    res = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert [r["label"] for r in res["summary"]] == ["SGHMCFP", "naive SGHMCLP-L"]
+    assert cli.main(["run", "--method", "sghmc", "--friction", "0", *TINY]) == 2
+    assert "friction" in capsys.readouterr().err

@@ -12,3 +12,13 @@ def test_paper_grid_rows():
     assert ("bfp8", "vc-csgldlp-l") in rows and ("fixed8", "sgdlp-l") in rows
     assert paper_grid(["bfp8"], ["sgd", "vc-sgldlp-l"]) == [
         ("fp32", "sgd"), ("bfp8", "vc-sgldlp-l")]
+
+
+def test_paper_grid_adds_sghmc_rows_when_asked():
+    # sghmc runs in full precision (an fp32 row); the low-precision SGHMC methods get one
+    # row per low-precision format, after the paper's rows
+    assert paper_grid(["fixed8", "bfp8"], ["sgld", "sghmc", "vc-sghmclp-l", "SGHMCLP_L"]) == [
+        ("fp32", "sgld"), ("fp32", "sghmc"), ("fixed8", "vc-sghmclp-l"),
+        ("bfp8", "vc-sghmclp-l"), ("fixed8", "sghmclp-l"), ("bfp8", "sghmclp-l")]
+    assert paper_grid() == paper_grid(methods=None)
+    assert all("hmc" not in m for _, m in paper_grid())
