@@ -1,15 +1,20 @@
 """Conformance: the peers' own test suites, run against lpsampling's faces in every mode.
 
-For each peer (blackjax), the source distribution of the *installed* version is fetched with
+For each suite of :data:`SUITES` (blackjax's SGLD and SGHMC tests; optax's optimizer-alias
+tests with ``lps.sgd`` as ``optax.sgd``; optax's optimization problems with ``lps.sgld``),
+the source distribution of the *installed* peer is fetched with
 ``pip download --no-deps --no-binary :all: <peer>==<version>`` into a cache directory
 (``LPS_CONFORMANCE_CACHE``, default ``~/.cache/lpsampling-conformance``; reused when
-present), its ``tests/`` are extracted into a temporary directory, and the tests that
-exercise the substituted API are run there by ``python -m pytest`` in a subprocess, one per
+present), its tests are extracted into a temporary directory, and the tests that exercise
+the substituted API are run there by ``python -m pytest`` in a subprocess, one per suite and
 precision mode (at most two at a time), with the plugin ``_lps_peer_plugin`` swapping
-lpsampling's face in. Every test must pass, except those listed in :data:`NOT_APPLICABLE`
-(run and reported, with the reason). Offline, the tests skip and name the command.
+lpsampling's face in. Every test must pass and must have called lpsampling's face, except
+those that :data:`NOT_APPLICABLE` excuses (run and reported, with the reason). Offline, a
+suite skips and names the command.
 
-``LPS_CONFORMANCE_WRITE=1`` writes the table to ``benchmarks/RESULTS_conformance.md``.
+Not collected by ``python -m pytest -q`` (``tests/conftest.py``): it is its own CI step,
+``python -m pytest tests/conformance -q``. ``LPS_CONFORMANCE_WRITE=1`` writes the table to
+``benchmarks/RESULTS_conformance.md``.
 """
 
 from __future__ import annotations
@@ -54,20 +59,91 @@ SUITES = {
         "tests/sgmcmc/test_kernels.py::SGLDKernelTest",
         "tests/mcmc/test_sampling.py::SGMCMCTest::test_linear_regression_sgld",
         "tests/mcmc/test_sampling.py::SGMCMCTest::test_linear_regression_sgld_cv",
-    ), "blackjax's own SGLD tests"),
+        "tests/sgmcmc/test_kernels.py::SGHMCKernelTest",
+        "tests/sgmcmc/test_diffusions.py::SGHMCDiffusionTest",
+        "tests/mcmc/test_sampling.py::SGMCMCTest::test_linear_regression_sghmc",
+        "tests/mcmc/test_sampling.py::SGMCMCTest::test_linear_regression_sghmc_cv",
+    ), "blackjax's own SGLD and SGHMC tests (1.7.1 has no cyclical SGLD: its `csgld` is "
+       "Contour SGLD, another algorithm)"),
     "optax": Suite("optax", "optax-sgd", (
         "optax/_src/alias_test.py::AliasTest",
         "optax/tree_utils/_state_utils_test.py::StateUtilsTest::test_tree_get",
         "optax/tree_utils/_state_utils_test.py::StateUtilsTest::test_tree_get_all_with_path",
-        "optax/tree_utils/_state_utils_test.py::StateUtilsTest::test_tree_set",
     ), "optax's tests of an optimizer alias, with `optax.sgd` as the alias: the common "
        "`AliasTest` tests parameterized over optimizers (only their `sgd` cases are "
        "collected) and the `inject_hyperparams(optax.sgd)` tests of `optax.tree`"),
+    "optax-sgld": Suite("optax", "optax-sgld", (
+        "optax/_src/alias_test.py::AliasTest",
+    ), "optax's optimization problems (parabola, Rosenbrock; real `sgd` cases of "
+       "`AliasTest::test_optimization`) solved by `lps.sgld` with N = 10⁶, optax's "
+       "tolerance"),
 }
 
-#: (suite, mode, "Class::test") -> why the test cannot hold in that mode. The test still runs
-#: and its outcome is reported; it just does not fail the run. Keep this short and justified.
-NOT_APPLICABLE: dict[tuple[str, str, str], str] = {}
+@dataclasses.dataclass(frozen=True)
+class NotApplicable:
+    """Tests that cannot hold for lpsampling's face, and why. They still run and their
+    outcome is reported; they just do not fail the run. Keep the list short and justified."""
+
+    suite: str
+    test: str  #: regex, searched in ``Class::test (absl parameters)``
+    reason: str
+    modes: tuple[str, ...] = ()  #: empty: every mode
+    subtests: tuple[str, ...] = ()  #: when set, only these failing subtests are excused
+
+    def excuses(self, key: str, mode: str, test: str, stamp: dict | None) -> bool:
+        if key != self.suite or (self.modes and mode not in self.modes):
+            return False
+        if not re.search(self.test, _describe(test, stamp)):
+            return False
+        if not self.subtests:
+            return True
+        failed = ((stamp or {}).get("tests", {}).get(test) or {}).get("subfailed", [])
+        return bool(failed) and set(failed) <= set(self.subtests)
+
+
+L_MODES = ("naive L fixed16", "VC L fixed16", "naive L bfp8", "VC L bfp8")
+
+NOT_APPLICABLE = [
+    NotApplicable(
+        "blackjax", r"SGHMCDiffusionTest::test_position_update_uses_momentum", modes=L_MODES,
+        reason="asserts θ + ε·p to 1e-6 for θ = 0, ε·p = 1e-3; SGHMCLP-L keeps θ on the "
+        "weight grid, so θ is 1e-3 stochastically rounded (fixed16 Δ = 2^-12, bfp8 "
+        "Δ = 2^-16 here): an exact-value assertion a grid cannot meet"),
+    NotApplicable(
+        "blackjax", r"SGHMCDiffusionTest::test_momentum_friction_reduces_magnitude",
+        modes=("naive L bfp8", "VC L bfp8"),
+        reason="asserts a strict decrease of |p| = 14.14 after 200 friction steps at "
+        "temperature 0, an expected decrease of 2.8e-2 in all; on the 8-bit block grid of "
+        "p (Δ = 0.125 at |p| = 10) stochastic rounding leaves p unchanged with "
+        "probability ≈ 0.7 (unbiased, but a sure decrease needs Δ below the decrease)"),
+    NotApplicable(
+        "optax", r"test_explicit_dtype\d+ .*opt_name='sgd_mom'",
+        "tests `optax.sgd`'s `accumulator_dtype` option and its state field `trace`: "
+        "`lps.sgd` has no `accumulator_dtype` (a TypeError) and keeps its momentum in "
+        "`state.momentum`, in float32 or wider (on `grad_format` in L modes), by design: "
+        "the low-precision recipe accumulates in full precision"),
+    NotApplicable(
+        "optax", r"complex",
+        "complex parameters: lpsampling's number formats and samplers are real, so "
+        "`lps.sgd` refuses complex params with an ArgumentTypeError that names them "
+        "(optax itself skips complex for 12 of its 33 optimizer configurations)"),
+    NotApplicable(
+        "optax", r"StateUtilsTest::test_tree_get$",
+        "its subtest 'Test jitted tree_get' calls `update(grads, state)` without params; "
+        "`lps.sgd`'s update is Q(θ − η·g) − θ on the grid and needs θ (a ValueError "
+        "that says so); the test's other subtests must pass",
+        subtests=("Test jitted tree_get",)),
+    NotApplicable(
+        "optax-sgld", r"test_optimization\d+ .*_setup_rosenbrock", modes=("naive L bfp8",),
+        reason="naive SGLDLP-L, the method the paper improves on: with N = 10⁶ the Langevin "
+        "noise per step (std sqrt(2η/N) = 4.5e-5) is far below the 8-bit block grid's Δ, "
+        "and rounding it stochastically (variance ≈ |ξ|·Δ per step instead of 2η/N) "
+        "drowns Rosenbrock's weak valley gradient; VC SGLDLP-L, same grid, passes"),
+]
+
+
+def _excused(key: str, mode: str, test: str, stamp: dict | None) -> NotApplicable | None:
+    return next((na for na in NOT_APPLICABLE if na.excuses(key, mode, test, stamp)), None)
 
 
 def _download(peer: str, version: str) -> Path | str:
@@ -144,9 +220,9 @@ def _describe(name: str, stamp: dict | None) -> str:
 
 
 def _counts(key: str, mode: str, result: dict) -> tuple[int, int, list[str]]:
-    tests = result["tests"]
-    na = [t for t in tests if (key, mode, t) in NOT_APPLICABLE]
-    passed = sum(tests[t] == "passed" for t in tests if t not in na)
+    tests, stamp = result["tests"], result["stamp"]
+    na = [t for t in tests if tests[t] != "passed" and _excused(key, mode, t, stamp)]
+    passed = sum(tests[t] == "passed" for t in tests)
     return passed, len(tests) - len(na) - passed, na
 
 
@@ -176,13 +252,22 @@ def _write_report(done: dict) -> None:
               "| not applicable |", "|---|---|---|---|---|---|---|---|"]
     for key, (version, results) in done.items():
         lines += _table(key, version, results)
-    lines += ["", "Not applicable (run, outcome reported here, not counted):"
-              + (" none." if not NOT_APPLICABLE else "")]
-    for key, (_, results) in done.items():
-        for mode, result in results.items():
-            for test in _counts(key, mode, result)[2]:
-                lines.append(f"- {key}, {mode}, `{_describe(test, result['stamp'])}` "
-                             f"({result['tests'][test]}): {NOT_APPLICABLE[key, mode, test]}")
+    lines += ["", "Not applicable (run, not counted; each rule, then the tests it excused "
+              "in every mode where it did):", ""]
+    for rule in NOT_APPLICABLE:
+        hits: dict[str, list[str]] = {}
+        for key, (_, results) in done.items():
+            for mode, result in results.items():
+                for test in _counts(key, mode, result)[2]:
+                    if _excused(key, mode, test, result["stamp"]) is rule:
+                        hits.setdefault(_describe(test, result["stamp"]), []).append(mode)
+        lines.append(f"- {rule.suite}, `{rule.test}`"
+                     f"{' (subtests ' + ', '.join(rule.subtests) + ')' if rule.subtests else ''}"
+                     f": {rule.reason}. Excused {sum(map(len, hits.values()))} runs of "
+                     f"{len(hits)} tests:")
+        for test, modes in hits.items():
+            where = "every mode" if len(modes) == len(MODES) else ", ".join(modes)
+            lines.append(f"  - `{test}` ({where})")
     (ROOT / "benchmarks" / "RESULTS_conformance.md").write_text("\n".join(lines) + "\n")
 
 
@@ -212,6 +297,7 @@ def conformance(tmp_path_factory):
     return done
 
 
+@pytest.mark.timeout(6 * TIMEOUT_S)  # the first test pays for the shared fixture (all suites)
 @pytest.mark.parametrize("key", list(SUITES))
 @pytest.mark.parametrize("mode", list(MODES))
 def test_peer_own_tests_pass(conformance, key, mode):
@@ -226,7 +312,7 @@ def test_peer_own_tests_pass(conformance, key, mode):
     tests = result["tests"]
     assert tests and result["returncode"] in (0, 1), result["log"]
     failed = {t: outcome for t, outcome in tests.items()
-              if outcome != "passed" and (key, mode, t) not in NOT_APPLICABLE}
+              if outcome != "passed" and not _excused(key, mode, t, stamp)}
     assert not failed, (failed, result["messages"], result["log"])
     # A test passes for lpsampling only if it built lpsampling's face at least once.
     idle = [t for t, outcome in tests.items() if outcome == "passed"
