@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -235,13 +236,24 @@ def _table(key: str, version: str, results: dict) -> list[str]:
     return rows
 
 
-def _write_report(done: dict) -> None:
+def _machine_line() -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _machine import machine_line
+
+    return machine_line()
+
+
+def _write_report(done: dict, elapsed: float) -> None:
     lines = [
         "# Conformance: the peers' own tests against lpsampling",
         "",
         "Written by `LPS_CONFORMANCE_WRITE=1 python -m pytest tests/conformance -q`: each "
         "peer's own tests (from its source distribution, the installed version) run with "
         "lpsampling's face substituted (`tests/conformance/_lps_peer_plugin.py`).",
+        "",
+        f"{_machine_line()}; {time.strftime('%Y-%m-%d', time.gmtime())}; {elapsed:.0f} s wall "
+        "for all suites (two subprocesses at a time; the machine was shared with other "
+        "jobs, so the time is an upper bound).",
         "",
     ]
     for key, (version, _) in done.items():
@@ -274,7 +286,7 @@ def _write_report(done: dict) -> None:
 @pytest.fixture(scope="module")
 def conformance(tmp_path_factory):
     """suite -> (version, {mode: result}), or the reason it was skipped."""
-    jobs, done = {}, {}
+    jobs, done, start = {}, {}, time.monotonic()
     with ThreadPoolExecutor(PARALLEL) as pool:
         for key, suite in SUITES.items():
             version = importlib.metadata.version(suite.peer)
@@ -291,7 +303,7 @@ def conformance(tmp_path_factory):
             done[key] = version, {mode: f.result() for mode, f in futures.items()}
     ran = {k: v for k, v in done.items() if not isinstance(v, str)}
     if os.environ.get("LPS_CONFORMANCE_WRITE") and len(ran) == len(SUITES):
-        _write_report(ran)
+        _write_report(ran, time.monotonic() - start)
     for key, (version, results) in ran.items():
         print("\n" + "\n".join(_table(key, version, results)))
     return done
