@@ -237,7 +237,7 @@ def _table(key: str, version: str, results: dict) -> list[str]:
 
 
 def _machine_line() -> str:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
     from _machine import machine_line
 
     return machine_line()
