@@ -30,7 +30,7 @@ ORDER = [
     ("extremes", "vc_quantize at the float32 extremes (issue 14)"),
     ("extremes_sweep", "Figure 1 and the BFP rows after the issue-14 fix"),
     ("faults", "Faults survived (issue 10)"),
-    ("conformance", "blackjax's own tests against lpsampling (issue 15)"),
+    ("conformance", "the peers' own tests (blackjax, optax) against lpsampling (issue 15)"),
     ("qtorch", "Side by side with QPyTorch (issue: measured)"),
     ("memory", "Memory (issue: measured)"),
     ("gpu", "GPU check (issue: measured)"),

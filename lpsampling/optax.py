@@ -64,7 +64,9 @@ class SGMCMCState(NamedTuple):
       count: number of updates applied (int32), skipped non-finite steps excluded.
       key: the PRNG key of the next step (split every step, as ``optax.add_noise``).
       accumulator: the float32 chain ``θ`` for SGLDLP-F with a grid weight format, else None.
-      learning_rate: the step size used by the most recent update (float32).
+      step_size: the learning rate used by the most recent update (float32). Not named
+        ``learning_rate``: ``optax.tree.get(state, "learning_rate")`` must find the
+        one hyperparameter that ``optax.inject_hyperparams`` injects.
       sampling: whether the most recent update was a sampling (noisy) step.
       nonfinite_count: number of steps skipped because the gradients were not finite.
       momentum: the momentum ``v`` of SGHMC (a velocity) or of SGD with momentum (the
@@ -74,7 +76,7 @@ class SGMCMCState(NamedTuple):
     count: chex.Array
     key: chex.Array
     accumulator: Any
-    learning_rate: chex.Array
+    step_size: chex.Array
     sampling: chex.Array
     nonfinite_count: chex.Array
     momentum: Any = None
@@ -131,7 +133,9 @@ def _make(
     selects the momentum rule (:func:`lpsampling.update.update_momentum`) with those
     coefficients; without it the chain follows :func:`~lpsampling.update.update_position`.
     """
-    learning_rate = _constant("learning_rate", learning_rate, positive=True)
+    # 0 is allowed (a no-op step), as optax does: warmup schedules start there, and
+    # inject_hyperparams evaluates a schedule eagerly at init (count 0)
+    learning_rate = _constant("learning_rate", learning_rate)
     weight_decay = _constant("weight_decay", weight_decay)
     if noise:
         num_data = _num_data(num_data)
@@ -162,7 +166,7 @@ def _make(
             count=jnp.zeros([], jnp.int32),
             key=key,
             accumulator=acc,
-            learning_rate=jnp.zeros([], jnp.float32),
+            step_size=jnp.zeros([], jnp.float32),
             sampling=jnp.zeros([], jnp.bool_),
             nonfinite_count=jnp.zeros([], jnp.int32),
             momentum=momentum,
@@ -214,7 +218,7 @@ def _make(
             count=state.count + finite.astype(jnp.int32),
             key=next_key,
             accumulator=new_acc,
-            learning_rate=lr,
+            step_size=lr,
             sampling=jnp.logical_and(sampling, finite),
             nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
             momentum=new_momentum,
@@ -452,4 +456,4 @@ def is_sampling(state: Any) -> jax.Array:
 
 def current_learning_rate(state: Any) -> jax.Array:
     """The step size used by the most recent update of the sampler inside ``state``."""
-    return _find(state, "learning_rate")
+    return _find(state, "step_size")

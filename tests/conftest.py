@@ -37,3 +37,30 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# The conformance runner (tests/conformance: the peers' own suites in every precision mode,
+# minutes of compiling) is its own CI step in .ci/run, so that `python -m pytest -q` stays
+# within its time budget; it runs when named: `python -m pytest tests/conformance -q`.
+CONFORMANCE = Path(__file__).resolve().parent / "conformance"
+
+
+def _names_conformance(config) -> bool:
+    for arg in config.args:
+        target = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
+        if target == CONFORMANCE or CONFORMANCE in target.parents:
+            return True
+    return False
+
+
+def pytest_ignore_collect(collection_path, config):
+    if Path(collection_path).resolve() == CONFORMANCE and not _names_conformance(config):
+        return True
+    return None
+
+
+def pytest_report_header(config):
+    if not _names_conformance(config):
+        return ("conformance runner not collected (its own CI step): "
+                "python -m pytest tests/conformance -q")
+    return None

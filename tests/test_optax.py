@@ -105,11 +105,34 @@ def test_inject_hyperparams_learning_rate_change_takes_effect():
     jax.tree.map(lambda u, g: np.testing.assert_allclose(
         u, -0.1 * g, rtol=1e-6, atol=1e-7), updates, grads)
     assert float(lps.current_learning_rate(state)) == pytest.approx(0.1)
-    state.hyperparams["learning_rate"] = jnp.asarray(0.02)
+    # optax's way to read an injected hyperparameter finds exactly one ``learning_rate``
+    # (the sampler's own record of the step is ``step_size``; optax's own tests check this).
+    assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(0.1)
+    state = optax.tree.set(state, learning_rate=jnp.asarray(0.02))
+    assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(0.02)
     updates, state = step(grads, state, params)
     jax.tree.map(lambda u, g: np.testing.assert_allclose(
         u, -0.02 * g, rtol=1e-6, atol=1e-7), updates, grads)
     assert float(lps.current_learning_rate(state)) == pytest.approx(0.02)
+
+
+def test_zero_learning_rate_is_a_no_op_and_warmup_from_zero_works():
+    """As optax: η = 0 is allowed (a warmup schedule starts there, and inject_hyperparams
+    evaluates it eagerly at init, count 0) and leaves grid weights exactly where they are."""
+    params = lps.init_weights(_params(), BFP, key=jax.random.key(1))
+    grads = _grads_like(params)
+    for make in (lambda **kw: lps.sgld(num_data=10, **kw), lps.sgd,
+                 lambda **kw: lps.sgd(momentum=0.9, **kw)):
+        for acc in ("full", "low", "vc"):
+            opt = make(learning_rate=0.0, weight_format=BFP, grad_format=BFP,
+                       accumulator=acc, key=jax.random.key(0))
+            updates, state = opt.update(grads, opt.init(params), params)
+            assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates))
+            assert int(state.nonfinite_count) == 0
+    warmup = optax.inject_hyperparams(lps.sgd)(
+        learning_rate=optax.linear_schedule(0.0, 0.1, 10), key=jax.random.key(0))
+    state = warmup.init(params)  # eager: the schedule's value at count 0 is a concrete 0.0
+    assert float(state.hyperparams["learning_rate"]) == 0.0
 
 
 def test_inject_hyperparams_with_low_precision_sgld():
@@ -440,9 +463,8 @@ KEY = jax.random.key(0)
     (lambda: lps.sgld(1e-3, num_data=10, accumulator="medium", key=KEY), "accumulator",
      ValueError),
     (lambda: lps.sgd(1e-3, accumulator="lowest", key=KEY), "accumulator", ValueError),
-    (lambda: lps.sgld(0.0, num_data=10, key=KEY), "learning_rate", ValueError),
     (lambda: lps.sgld(-1e-3, num_data=10, key=KEY), "learning_rate", ValueError),
-    (lambda: lps.sgd(0.0, key=KEY), "learning_rate", ValueError),
+    (lambda: lps.sgd(-0.1, key=KEY), "learning_rate", ValueError),  # 0 is allowed (optax)
     (lambda: lps.sgld("fast", num_data=10, key=KEY), "learning_rate", TypeError),
     (lambda: lps.sgld(1e-3, num_data=10, temperature=-1.0, key=KEY), "temperature",
      ValueError),

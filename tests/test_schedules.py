@@ -110,7 +110,7 @@ def test_paper_decay_schedule():
 
 @pytest.mark.parametrize("weight_format", [lps.FULL, lps.FixedPoint(8, 3)])
 def test_cyclical_sgld_flags_step_sizes_and_noise_free_exploration(weight_format):
-    """state.sampling after update k is (k mod L)/L ≥ β, state.learning_rate is η_k, and
+    """state.sampling after update k is (k mod L)/L ≥ β, state.step_size is η_k, and
     exploration updates are deterministic given the gradients: the full-precision chain
     (params for FULL weights, the accumulator for SGLDLP-F) moves to exactly θ − η_k·g
     there, and by θ − η_k·g plus noise in sampling steps."""
@@ -130,7 +130,7 @@ def test_cyclical_sgld_flags_step_sizes_and_noise_free_exploration(weight_format
             u, st = opt.update(g, st, p)
             p = optax.apply_updates(p, u)
             new_chain = p if st.accumulator is None else st.accumulator
-            return (p, st), (chain, new_chain, g, st.sampling, st.learning_rate)
+            return (p, st), (chain, new_chain, g, st.sampling, st.step_size)
 
         p0 = lps.init_weights(params, weight_format, key=jax.random.key(99))
         _, out = jax.lax.scan(body, (p0, opt.init(params)), None, length=total)
