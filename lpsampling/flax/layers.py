@@ -279,12 +279,13 @@ class QuantDense(nn.Dense):
                             self.param_dtype)
         bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
                 if self.use_bias else None)
+        _int8.check_int8(self.input_format, inputs.shape, (-1,), "input_format")
         if isinstance(kernel, Packed):
-            _int8.check_int8(self.input_format, inputs.shape, (-1,), "input_format")
             x = _int8.encode_int8(inputs, self.input_format)
             y = _int8.int8_matmul_encoded(x, _packed_operand(kernel))
             y = y + _int8._nonfinite(inputs)
         else:
+            _int8.check_int8(self.weight_format, jnp.shape(kernel), (0,), "weight_format")
             y = _int8.int8_matmul(inputs, kernel, self.input_format, self.weight_format,
                                   error_format=self.error_format)
         if bias is not None:
@@ -345,12 +346,13 @@ class QuantConv(nn.Conv):
         kernel = self.param("kernel", self.kernel_init, kshape, self.param_dtype)
         bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
                 if self.use_bias else None)
+        _int8.check_int8(self.input_format, inputs.shape, (1, 2, 3), "input_format")
         if isinstance(kernel, Packed):
-            _int8.check_int8(self.input_format, inputs.shape, (1, 2, 3), "input_format")
             x = _int8.encode_int8(inputs, self.input_format)
             y = _int8.int8_conv_encoded(x, _packed_operand(kernel), **geometry)
             y = y + _int8._nonfinite(inputs)
         else:
+            _int8.check_int8(self.weight_format, jnp.shape(kernel), (0, 1, 2), "weight_format")
             y = _int8.int8_conv(inputs, kernel, self.input_format, self.weight_format,
                                 error_format=self.error_format, **geometry)
         if bias is not None:
