@@ -263,19 +263,6 @@ def test_images(args) -> tuple[np.ndarray, str]:
     return x, f"synthetic 28×28×1 images ({n})"
 
 
-def int8_kernels(model, x, params) -> Callable:
-    """The ``packed`` predicate of :func:`lps.bank.predict`: keep packed exactly the kernels
-    of the model's layers that run in int8."""
-    from lpsampling.flax import int8_layer_paths
-    paths = set(int8_layer_paths(model, x, params))
-
-    def keep(path, leaf):
-        names = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
-        return names[-1] == "kernel" and names[:-1] in paths
-
-    return keep
-
-
 def bench_bma(model_name: str, setting: Setting, x: np.ndarray, args) -> dict:
     """BMA over a bank of ``--bma-samples`` packed samples: int8 on the codes vs the
     simulated model on unpacked weights vs the plain float32 model on unpacked weights."""
@@ -293,29 +280,18 @@ def bench_bma(model_name: str, setting: Setting, x: np.ndarray, args) -> dict:
     xs = jnp.asarray(x)
     bs = min(args.bma_batch, len(x))
     key = jax.random.key(5)
-    fns: dict[str, Callable] = {}
-
-    def apply_sim(p, xb, k):
-        return sim.apply({"params": p}, xb, train=False, rngs={"quantize": k})
-
-    fns["sim"] = lambda: lps.bank.predict(bank, apply_sim, xs, key=key, packed=False,
-                                          batch_size=bs)
+    bank_predict = lps.flax.bank_predict
     plain = make_model(model_name, None, "fp32", args.quick)
-
-    def apply_plain(p, xb):
-        return plain.apply({"params": p}, xb, train=False)
-
-    fns["fp32"] = lambda: lps.bank.predict(bank, apply_plain, xs, packed=False,
-                                           batch_size=bs)
-    if "int8" in args.variants_list and supports_int8():
+    fns: dict[str, Callable] = {
+        # the same quantized model, every sample decoded to float32 (simulated products)
+        "sim": lambda: bank_predict(sim, bank, xs, key=key, batch_size=bs, packed=False),
+        # the plain float32 model on the decoded samples
+        "fp32": lambda: bank_predict(plain, bank, xs, batch_size=bs, packed=False),
+    }
+    if "int8" in args.variants_list:
         int8 = make_model(model_name, setting, "int8", args.quick)
-        keep = int8_kernels(int8, x0, params)
-
-        def apply_int8(p, xb, k):
-            return int8.apply({"params": p}, xb, train=False, rngs={"quantize": k})
-
-        fns["int8"] = lambda: lps.bank.predict(bank, apply_int8, xs, key=key, packed=keep,
-                                               batch_size=bs)
+        # int8 layers on the stored codes, the rest decoded per sample
+        fns["int8"] = lambda: bank_predict(int8, bank, xs, key=key, batch_size=bs)
     t0 = time.perf_counter()
     probs = {k: f() for k, f in fns.items()}
     warm = time.perf_counter() - t0
@@ -327,6 +303,78 @@ def bench_bma(model_name: str, setting: Setting, x: np.ndarray, args) -> dict:
           + ", ".join(f"{k} {t[k]:.2f} s" for k in t), flush=True)
     return {"model": model_name, "setting": setting.name, "times": t, "warm_s": warm,
             "max_abs_diff": agree, "samples": args.bma_samples, "n": len(x)}
+
+
+# --------------------------------------------------------------------------------------
+# Profile: ResNet-18's separate products.
+
+# (input size, in channels, out channels, stride, layers of ResNet-18 with this 3×3 shape)
+RESNET_CONVS = [(32, 64, 64, 1, 4), (32, 64, 128, 2, 1), (16, 128, 128, 1, 3),
+                (16, 128, 256, 2, 1), (8, 256, 256, 1, 3), (8, 256, 512, 2, 1),
+                (4, 512, 512, 1, 3)]
+
+
+def _profile_shape(setting: Setting, size: int, cin: int, cout: int, stride: int, args,
+                   rng: np.random.Generator) -> dict[str, float]:
+    from lpsampling import int8 as i8
+
+    b, pad = args.batch, ((1, 1), (1, 1))
+    x = jnp.asarray(np.maximum(rng.standard_normal((b, size, size, cin)), 0).astype(np.float32))
+    w = jnp.asarray((rng.standard_normal((3, 3, cin, cout)) * 0.05).astype(np.float32))
+    x = lps.quantize(x, setting.activation, rounding="nearest")
+    w = lps.quantize(w, setting.weight, rounding="nearest")
+    g = jnp.ones((b, size // stride, size // stride, cout), jnp.float32)
+
+    def conv(x, w, **kw):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), pad,
+                                            dimension_numbers=i8.CONV_DIMENSION_NUMBERS, **kw)
+
+    def layer(x, w):
+        return i8.int8_conv(x, w, setting.activation, setting.weight, strides=stride,
+                            padding=pad, error_format=setting.activation)
+
+    xc, wc = i8.encode_int8(x, setting.activation), i8.encode_int8(w, setting.weight)
+    f32, lay = jax.jit(conv), jax.jit(layer)
+    codes = jax.jit(functools.partial(conv, preferred_element_type=jnp.int32))
+    bwd32 = jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g))
+    bwd8 = jax.jit(lambda x, w, g: jax.vjp(layer, x, w)[1](g))
+    fns = {"f32": functools.partial(f32, x, w),
+           "codes": functools.partial(codes, xc.codes, wc.codes),
+           "layer": functools.partial(lay, x, w), "bwd32": functools.partial(bwd32, x, w, g),
+           "bwd8": functools.partial(bwd8, x, w, g)}
+    for f in fns.values():
+        jax.block_until_ready(f())
+    return interleaved(fns, args.rounds, 1)
+
+
+def profile_convs(setting: Setting, args) -> list[str]:
+    """Per 3×3 convolution shape of ResNet-18 at ``--batch``: the float32 convolution, the
+    bare int8 × int8 → int32 convolution of encoded codes, the whole int8 layer forward
+    (encode + product + scale), and the backward products of the float32 convolution and
+    of the int8 layer (as the format lets them run)."""
+    rows, totals = [], {}
+    rng = np.random.default_rng(0)
+    keys = ("f32", "codes", "layer", "bwd32", "bwd8")
+    for size, cin, cout, stride, count in RESNET_CONVS:
+        t = _profile_shape(setting, size, cin, cout, stride, args, rng)
+        for k, v in t.items():
+            totals[k] = totals.get(k, 0.0) + count * v
+        rows.append(f"| {size}×{size}×{cin}→{cout}, stride {stride} | {count} | "
+                    + " | ".join(f"{1e3 * t[k]:.1f}" for k in keys)
+                    + f" | {t['codes'] / t['f32']:.2f}× | {t['layer'] / t['f32']:.2f}× | "
+                    f"{t['bwd8'] / t['bwd32']:.2f}× |")
+        print(f"  profile {setting.name} {rows[-1]}", flush=True)
+    head = [f"ResNet-18's 3×3 convolutions at batch {args.batch}, {setting.note} "
+            "(ms, median of interleaved rounds):", "",
+            "| shape | layers | float32 conv | int8 codes conv | int8 layer fwd (encode + "
+            "conv + scale) | float32 backward (dx, dw) | int8 layer backward | codes / "
+            "float32 | layer / float32 | backward int8 / float32 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    tot = ("| all 3×3 convs after the stem (× layers) | 16 | "
+           + " | ".join(f"{1e3 * totals[k]:.1f}" for k in keys)
+           + f" | {totals['codes'] / totals['f32']:.2f}× | {totals['layer'] / totals['f32']:.2f}×"
+           f" | {totals['bwd8'] / totals['bwd32']:.2f}× |")
+    return head + rows + [tot]
 
 
 # --------------------------------------------------------------------------------------
@@ -429,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
             for f in args.bma_formats.split(","):
                 bma.append(bench_bma(m, SETTINGS[f.strip()], x, args))
     md = tables(rows, bma, variants, args, data_note)
+    if args.profile:
+        for s in settings:
+            md += ["", *profile_convs(s, args)]
     print("\n".join(md))
     out = args.out or (None if args.quick else str(ROOT / "RESULTS_int8.md"))
     if out:
