@@ -94,6 +94,7 @@ __all__ = [
     "CONV_DIMENSION_NUMBERS",
     "Int8Operand",
     "check_int8",
+    "check_int8_word",
     "int8_capable",
     "encode_int8",
     "int8_matmul",
@@ -178,6 +179,13 @@ def _check_word(fmt: Format, name: str, shape: Sequence[int] | None = None) -> N
     raise ValueError(
         f"{name} {fmt!r} cannot run in int8: only FixedPoint(wl<=8) and "
         "BlockFloatingPoint(wl<=8) have integer codes with a power-of-two scale")
+
+
+def check_int8_word(fmt: Format, name: str = "format") -> None:
+    """Raise ``ValueError`` (naming ``name``) unless ``fmt`` has int8 codes with a
+    power-of-two scale: clamped ``FixedPoint(wl <= 8)`` or ``BlockFloatingPoint(wl <= 8)``
+    without ``block_size`` (the block layout is checked per product by :func:`check_int8`)."""
+    _check_word(fmt, name)
 
 
 def _exponent_dims(fmt: Format, shape: Sequence[int]) -> tuple[int, ...]:
