@@ -20,6 +20,7 @@ ORDER = [
     ("step", "One sampler update (issue: samplers)"),
     ("step_sghmc", "One SGHMC update against blackjax.sghmc (issue 13)"),
     ("step_checks", "Cost of the per-step checks of issues 14 and 10"),
+    ("int8", "Real int8 products and BMA from the packed bank (issue 11)"),
     ("epoch", "Training epoch and sample bank (issue: end to end)"),
     ("parallel", "Across devices (issue: parallel)"),
     ("gaussian", "Figure 1 (issue: measured)"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared GPU check: every benchmark that needs an accelerator, in one short run
-# (< 8 minutes on one H200), each part under its own `timeout`, every table written under
+# (< 10 minutes on one H200), each part under its own `timeout`, every table written under
 # one output directory: $OUT if set (the device tool's folder that comes back), else
 # benchmarks/out/gpu.
 #
@@ -15,6 +15,8 @@
 #   parallel   benchmarks/bench_parallel.py   ($PARALLEL_ARGS), if present; on the CPU
 #              (JAX_PLATFORMS=cpu): it fakes several devices on the host platform
 #   resnet     benchmarks/gpu_resnet_step.py  ($RESNET_ARGS)
+#   int8       benchmarks/bench_int8.py       ($INT8_ARGS): int8 vs bfloat16 vs float32
+#              (forward, SGLD step, BMA from the packed bank), table in $OUTDIR/int8.md
 # Wheels: if `import jax` (with a GPU backend) or `import blackjax` fails and a .whl/
 # directory is there, its wheels are installed with pip --no-index --no-deps into
 # /tmp/lps-site, which goes first on PYTHONPATH.
@@ -27,7 +29,7 @@ SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --cpu-smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -45,8 +47,9 @@ if [ "$SMOKE" = 1 ]; then
   STEP_ARGS="${STEP_ARGS:---quick}"
   PARALLEL_ARGS="${PARALLEL_ARGS:---devices 1 2 --chains 4 --steps 10 --dp-steps 5 --repeats 1 --out /tmp/lps-parallel-smoke.md}"
   RESNET_ARGS="${RESNET_ARGS:---quick --modes fp,vc}"
-  T_ENV=120; T_QUANTIZE=300; T_STEP=300; T_PARALLEL=300; T_RESNET=600
-  BUDGET="${BUDGET:-1800}"
+  INT8_ARGS="${INT8_ARGS:---quick --bf16}"
+  T_ENV=120; T_QUANTIZE=300; T_STEP=300; T_PARALLEL=300; T_RESNET=600; T_INT8=300
+  BUDGET="${BUDGET:-2100}"
 else
   # Budget on one H200: the whole script stops within BUDGET; each part normally ends well
   # before its limit.
@@ -55,8 +58,11 @@ else
   # bench_parallel.py fakes devices on the host platform: run it on the 16 CPU cores.
   PARALLEL_ARGS="${PARALLEL_ARGS:---devices 1 2 4 8 --steps 100 --dp-steps 50 --repeats 2 --out /tmp/lps-parallel.md}"
   RESNET_ARGS="${RESNET_ARGS:---batch 128 --steps 50 --rounds 2 --modes fp,lpf,vc}"
-  T_ENV=30; T_QUANTIZE=70; T_STEP=70; T_PARALLEL=70; T_RESNET=210
-  BUDGET="${BUDGET:-450}"  # whole script: 7.5 min; a part gets at most what is left
+  # int8: ResNet-18 and the CNN in BFP8 and fixed8 with bfloat16 rows; BMA on synthetic
+  # Fashion-MNIST-shaped images when the dataset is not installed there
+  INT8_ARGS="${INT8_ARGS:---bf16 --models cnn,resnet18 --formats bfp8,fixed8 --rounds 3 --inner 5 --bma-models cnn --bma-rounds 2}"
+  T_ENV=30; T_QUANTIZE=70; T_STEP=70; T_PARALLEL=70; T_RESNET=210; T_INT8=150
+  BUDGET="${BUDGET:-600}"  # whole script: 10 min; a part gets at most what is left
 fi
 
 SUMMARY="$OUTDIR/summary.md"
@@ -158,6 +164,12 @@ run_part env "$T_ENV" env.txt "$PY" -c "$ENV_PY"
   fi
   run_part resnet "$T_RESNET" resnet.txt "$PY" benchmarks/gpu_resnet_step.py $RESNET_ARGS \
     --write "$OUTDIR/resnet.md"
+  if [ -f benchmarks/bench_int8.py ]; then
+    run_part int8 "$T_INT8" int8.txt "$PY" benchmarks/bench_int8.py $INT8_ARGS \
+      --out "$OUTDIR/int8.md"
+  else
+    skip_part int8 "benchmarks/bench_int8.py not found"
+  fi
 }
 
 {

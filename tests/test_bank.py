@@ -92,11 +92,11 @@ def test_sample_bank_50_samples_bytes():
     ) == lps.bank.nbytes(full) // 4
 
 
-NEW_NAMES = ("init", "add", "get", "stack", "size", "nbytes")
+NEW_NAMES = ("init", "add", "get", "stack", "size", "nbytes")  # with deprecated aliases
 
 
 def test_bank_namespace():
-    assert set(lps.bank.__all__) == {"SampleBank", *NEW_NAMES}
+    assert set(lps.bank.__all__) == {"SampleBank", *NEW_NAMES, "get_packed", "predict"}
     for name in lps.bank.__all__:
         assert getattr(lps.bank, name).__module__ == "lpsampling.bank"
     assert lpsampling.storage.SampleBank is lps.bank.SampleBank is lps.SampleBank
@@ -158,3 +158,184 @@ def test_sample_bank_get_integer_indices_keep_working():
     for index in (3, -4, np.int32(7), jnp.asarray(3)):
         with pytest.raises(IndexError, match="out of range for a bank holding 3"):
             lps.bank.get(bank, index)
+
+
+# --------------------------------------------------------------------------------------
+# get_packed and predict: the samples as stored, and the BMA straight from the bank.
+
+
+def _filled_bank(fmt, adds: int, capacity: int = 3):
+    bank = lps.bank.init(_params(0, fmt), fmt, capacity)
+    for s in range(adds):
+        bank = lps.bank.add(bank, _params(s, fmt))
+    return bank
+
+
+def _unpacked(sample):
+    return jax.tree.map(lambda a: lps.unpack(a) if isinstance(a, lps.Packed) else a, sample,
+                        is_leaf=lambda a: isinstance(a, lps.Packed))
+
+
+@pytest.mark.parametrize("fmt", [FixedPoint(8, 5), BlockFloatingPoint(8, axis=-1),
+                                 BlockFloatingPoint(4, axis=0), FULL], ids=repr)
+def test_get_packed_is_get_without_decoding(fmt):
+    bank = _filled_bank(fmt, adds=5)
+    get_packed = jax.jit(lps.bank.get_packed)
+    for i in (0, 1, 2, -1, -3, np.int32(1), jnp.asarray(2)):
+        got = lps.bank.get_packed(bank, i)
+        for leaf in jax.tree.leaves(got, is_leaf=lambda a: isinstance(a, lps.Packed)):
+            if fmt is FULL:
+                assert isinstance(leaf, jax.Array) and leaf.dtype == jnp.float32
+            else:
+                assert isinstance(leaf, lps.Packed) and leaf.codes.dtype in (jnp.int8,
+                                                                              jnp.uint8)
+        want = lps.bank.get(bank, i)
+        for g in (got, get_packed(bank, i)):
+            jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a),
+                                                                    np.asarray(b)),
+                         _unpacked(g), want)
+    with pytest.raises(IndexError, match="out of range"):
+        lps.bank.get_packed(bank, 3)
+    with pytest.raises(TypeError, match=r"\bi must be an integer"):
+        lps.bank.get_packed(bank, 1.0)
+    with pytest.raises(ValueError, match="the sample bank is empty"):
+        lps.bank.get_packed(lps.bank.init(_params(0, fmt), fmt, 2), 0)
+
+
+def _linear(sample, x):
+    s = _unpacked(sample)
+    return x @ s["w"] + s["b"]
+
+
+def _reference_bma(bank, apply_fn, x, keys=None):
+    # the definition, sample by sample through get (oldest first), summed in float32
+    held = int(lps.bank.size(bank))
+    acc = 0.0
+    for i in range(held):
+        args = () if keys is None else (keys[i],)
+        acc = acc + jax.nn.softmax(apply_fn(lps.bank.get(bank, i), x, *args), axis=-1)
+    return np.asarray(acc / np.float32(held))
+
+
+_X = jax.random.normal(jax.random.key(7), (10, 4))
+
+
+@pytest.mark.parametrize("fmt", [BlockFloatingPoint(8, axis=-1), FixedPoint(8, 5), FULL],
+                         ids=repr)
+@pytest.mark.parametrize("adds", [2, 5])  # part-filled, and wrapped past the capacity
+def test_predict_is_the_average_of_the_retained_samples(fmt, adds):
+    bank = _filled_bank(fmt, adds)
+    want = _reference_bma(bank, _linear, _X)
+    # float32 sums of up to 3 probabilities in [0, 1], in the same order: the only
+    # difference allowed is XLA's fusion of the softmax (a few ulps of 1)
+    for packed in (True, False):
+        for bs in (None, 3, 10, 16):  # 10 rows in chunks of 3 pad the last one
+            got = lps.bank.predict(bank, _linear, _X, packed=packed, batch_size=bs)
+            assert got.dtype == jnp.float32 and got.shape == (10, 3)
+            np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=3e-7)
+    jitted = jax.jit(lambda b, x: lps.bank.predict(b, _linear, x, batch_size=4))
+    np.testing.assert_allclose(np.asarray(jitted(bank, _X)), want, rtol=0, atol=3e-7)
+
+
+def test_predict_keys_per_sample_and_chunk():
+    bank = _filled_bank(BlockFloatingPoint(8, axis=-1), adds=4)
+    key = jax.random.key(3)
+
+    def noisy(sample, x, k):
+        return _linear(sample, x) + jax.random.normal(k, (x.shape[0], 3))
+
+    # sample i (oldest first), chunk j: fold_in(fold_in(key, i), j)
+    got = lps.bank.predict(bank, noisy, _X, key=key)
+    keys = [jax.random.fold_in(jax.random.fold_in(key, i), 0) for i in range(3)]
+    np.testing.assert_allclose(np.asarray(got), _reference_bma(bank, noisy, _X, keys),
+                               rtol=0, atol=3e-7)
+    chunked = lps.bank.predict(bank, noisy, _X, key=key, batch_size=5)
+    want = 0.0
+    for i in range(3):
+        k_i = jax.random.fold_in(key, i)
+        sample = lps.bank.get(bank, i)
+        want = want + jnp.concatenate([
+            jax.nn.softmax(noisy(sample, _X[5 * j:5 * j + 5], jax.random.fold_in(k_i, j)))
+            for j in range(2)])
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(want / 3), rtol=0, atol=3e-7)
+    assert not np.allclose(np.asarray(chunked), np.asarray(got))
+
+
+def test_predict_packed_selects_what_stays_packed():
+    fmt = BlockFloatingPoint(8, axis=-1)
+    bank = _filled_bank(fmt, adds=3)
+    seen = {}
+
+    def record(sample, x):
+        seen.update({k: type(v).__name__ for k, v in sample.items()})
+        return _linear(sample, x)
+
+    lps.bank.predict(bank, record, _X)
+    assert seen == {"w": "Packed", "b": "Packed"}
+    lps.bank.predict(bank, record, _X, packed=False)
+    assert "Packed" not in seen.values()
+    kernel_only = lambda path, leaf: path[-1].key == "w"
+    lps.bank.predict(bank, record, _X, packed=kernel_only)
+    assert seen["w"] == "Packed" and seen["b"] != "Packed"
+
+
+def test_predict_pytree_of_banks():
+    fmt = BlockFloatingPoint(8, axis=-1)
+    params_bank = lps.bank.init(_params(0, fmt), fmt, 3)
+    stats_bank = lps.bank.init({"shift": jnp.zeros(3)}, FULL, 3)
+    for s in range(4):
+        params_bank = lps.bank.add(params_bank, _params(s, fmt))
+        stats_bank = lps.bank.add(stats_bank, {"shift": jnp.full(3, float(s))})
+
+    def apply(sample, x):
+        assert isinstance(sample["stats"]["shift"], jax.Array)  # FULL: as stored
+        return _linear(sample["params"], x) * sample["stats"]["shift"]
+
+    got = lps.bank.predict({"params": params_bank, "stats": stats_bank}, apply, _X)
+    want = 0.0
+    for i in range(3):
+        logits = _linear(lps.bank.get(params_bank, i), _X) * float(i + 1)
+        want = want + jax.nn.softmax(logits)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want / 3), rtol=0, atol=3e-7)
+    with pytest.raises(ValueError, match="different counts"):
+        lps.bank.predict({"params": params_bank, "stats": lps.bank.add(stats_bank, {
+            "shift": jnp.zeros(3)})}, apply, _X)
+    with pytest.raises(ValueError, match="different capacities"):
+        lps.bank.predict({"params": params_bank, "stats": lps.bank.init(
+            {"shift": jnp.zeros(3)}, FULL, 2)}, apply, _X)
+
+
+def test_predict_traced_count_skips_empty_slots():
+    fmt = FixedPoint(8, 5)
+    bank = _filled_bank(fmt, adds=2, capacity=4)
+    calls = []
+
+    def apply(sample, x):
+        calls.append(1)  # traced once per compilation, whatever the count
+        return _linear(sample, x)
+
+    f = jax.jit(lambda b: lps.bank.predict(b, apply, _X))
+    np.testing.assert_allclose(np.asarray(f(bank)), _reference_bma(bank, _linear, _X),
+                               rtol=0, atol=3e-7)
+    bank3 = lps.bank.add(bank, _params(9, fmt))
+    np.testing.assert_allclose(np.asarray(f(bank3)), _reference_bma(bank3, _linear, _X),
+                               rtol=0, atol=3e-7)
+    assert len(calls) <= 2  # one trace (eval_shape may add one), not one per sample
+    empty = lps.bank.init(_params(0, fmt), fmt, 2)
+    assert np.isnan(np.asarray(f(empty))).all()  # under jit: NaN, as bma_probs
+
+
+def test_predict_refuses_bad_arguments():
+    bank = _filled_bank(FixedPoint(8, 5), adds=2)
+    with pytest.raises(ValueError, match="the sample bank is empty"):
+        lps.bank.predict(lps.bank.init(_params(0, FULL), FULL, 2), _linear, _X)
+    with pytest.raises(TypeError, match="pytree of SampleBanks"):
+        lps.bank.predict({"w": jnp.zeros(3)}, _linear, _X)
+    with pytest.raises(TypeError, match="apply_fn must be callable"):
+        lps.bank.predict(bank, "model", _X)
+    with pytest.raises(TypeError, match="packed must be"):
+        lps.bank.predict(bank, _linear, _X, packed="kernels")
+    with pytest.raises(ValueError, match="batch_size"):
+        lps.bank.predict(bank, _linear, _X, batch_size=0)
+    with pytest.raises(TypeError, match="key"):
+        lps.bank.predict(bank, _linear, _X, key=3)

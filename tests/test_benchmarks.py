@@ -107,9 +107,21 @@ def test_gpu_resnet_step_quick(capsys):
     assert "| FP SGLD |" in out and "ratio to FP SGLD" in out
 
 
+def test_bench_int8_quick(capsys, tmp_path):
+    mod = load("bench_int8")
+    out_md = tmp_path / "int8.md"
+    assert mod.main(["--quick", "--out", str(out_md)]) == 0
+    out = capsys.readouterr().out
+    assert "| mlp | bfp8 | forward |" in out and "| mlp | bfp8 | SGLD step |" in out
+    assert "BMA over a bank of 3 packed samples" in out
+    text = out_md.read_text()
+    assert "- machine:" in text and "- command: `python benchmarks/bench_int8.py --quick" in text
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not found")
 def test_gpu_check_script_parses():
     script = BENCH / "gpu_check.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
     assert "set -euo pipefail" in text and "timeout" in text and "--cpu-smoke" in text
+    assert "bench_int8.py" in text and "T_INT8" in text

@@ -23,6 +23,7 @@ from lpsampling.data import Dataset
 from lpsampling.experiments.config import RunConfig, prepare_data
 from lpsampling.experiments.engine import get_engine, run_keys
 from lpsampling.experiments.loop import TrainOutput, train
+from lpsampling.flax.predict import bank_predict
 
 __all__ = ["MAX_NONFINITE_FRACTION", "EmptySampleBankError", "RunResult", "evaluate",
            "run_experiment"]
@@ -52,7 +53,10 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
     """Bayesian model average of the collected samples on the test set.
 
     Streams the samples one at a time (each with its own BatchNorm statistics) through
-    the model, averaging softmax probabilities.
+    the model, averaging softmax probabilities. A run with ``compute="int8"`` predicts from
+    the packed bank directly (:func:`lpsampling.flax.bank_predict`: the int8 layers multiply
+    the stored codes); ``metrics["bma_from"]`` says which (``"int8 codes"`` or
+    ``"unpacked"``).
 
     Returns:
       ``(metrics, probs)``: error, NLL, ECE (``num_bins`` bins), the paper's 9-bin ECE,
@@ -74,9 +78,8 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
     n, c = ds.num_test, ds.num_classes
     bsz = min(config.eval_batch_size, n)
     k_eval = run_keys(config.seed).eval
-    bma = _metrics.bma_init(n, c)
-    last = None
-    for i in range(size):
+
+    def sample_logits(i: int) -> jax.Array:
         idx = jnp.asarray(i, jnp.int32)
         params = engine.bank_get(bank, idx)
         bstats = None if stats_bank is None else engine.bank_get(stats_bank, idx)
@@ -89,10 +92,21 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
                 xb = np.concatenate([xb, np.zeros((bsz - m,) + xb.shape[1:], xb.dtype)])
             logits = engine.eval_logits(params, bstats, xb, jax.random.fold_in(k_i, j))
             chunks.append(logits[:m])
-        logits = jnp.concatenate(chunks, axis=0)
-        bma = _metrics.bma_update(bma, logits)
-        last = logits
-    probs = _metrics.bma_probs(bma)
+        return jnp.concatenate(chunks, axis=0)
+
+    if _bma_from_codes(config, bank):
+        # int8 layers multiply the bank's codes; same keys per sample and chunk as below
+        probs = bank_predict(engine.model, bank, ds.x_test, stats_bank=stats_bank,
+                             key=k_eval, batch_size=bsz)
+        last = sample_logits(size - 1)
+        bma_from = "int8 codes"
+    else:
+        bma = _metrics.bma_init(n, c)
+        for i in range(size):
+            last = sample_logits(i)
+            bma = _metrics.bma_update(bma, last)
+        probs = _metrics.bma_probs(bma)
+        bma_from = "unpacked"
     labels = jnp.asarray(ds.y_test)
     out = {
         "error": float(_metrics.error_rate(probs, labels)),
@@ -104,8 +118,16 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
         "last_sample_error": float(_metrics.error_rate(last, labels)),
         "num_samples": size,
         "num_test": n,
+        "bma_from": bma_from,
     }
     return out, np.asarray(probs)
+
+
+def _bma_from_codes(config: RunConfig, bank: sample_bank.SampleBank) -> bool:
+    """True for a ``compute="int8"`` run whose bank holds codes: the BMA then runs the int8
+    layers on them (:func:`lpsampling.flax.bank_predict`)."""
+    return (getattr(config, "compute", "float32") == "int8"
+            and not config.format_spec.weight.is_identity)
 
 
 def _short_list(xs: Sequence[int]) -> str:

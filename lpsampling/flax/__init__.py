@@ -30,6 +30,7 @@ from lpsampling.flax.models import (
     SmallCNN,
     create_model,
 )
+from lpsampling.flax.predict import bank_predict, int8_kernels
 
 __all__ = [
     "COMPUTES",
@@ -37,6 +38,8 @@ __all__ = [
     "QuantConv",
     "QuantDense",
     "int8_products",
+    "int8_kernels",
+    "bank_predict",
     "QUANTIZE_RNG",
     "QuantConfig",
     "Quantize",

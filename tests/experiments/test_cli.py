@@ -139,6 +139,9 @@ def test_run_compute_int8_matches_the_simulated_run(tmp_path):
         recs[compute] = json.loads(out.read_text())
     assert recs["int8"]["compute"] == recs["int8"]["config"]["compute"] == "int8"
     assert recs["float32"]["compute"] == "float32"
+    # the int8 run's BMA ran its int8 layers on the bank's codes (lps.flax.bank_predict)
+    assert recs["int8"]["metrics"]["bma_from"] == "int8 codes"
+    assert recs["float32"]["metrics"]["bma_from"] == "unpacked"
     e32, e8 = (recs[c]["metrics"]["error"] for c in ("float32", "int8"))
     n = recs["int8"]["metrics"]["num_test"]
     p = (e32 + e8) / 2

@@ -1,0 +1,141 @@
+"""Posterior prediction from the packed bank (``lps.flax.bank_predict``, ``lps.bank.predict``):
+the paper's models multiply the bank's int8 codes directly and agree with the simulated
+float32 path on the unpacked weights."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lpsampling as lps
+from lpsampling.flax import QuantConfig, bank_predict, create_model, int8_kernels, int8_products
+
+W = lps.BlockFloatingPoint(8, axis=-1)   # one exponent per output unit / filter
+A = lps.BlockFloatingPoint(8, axis=0)    # one exponent per example
+FX_W, FX_A = lps.FixedPoint(8, 6), lps.FixedPoint(8, 4)
+
+# input shapes small enough for a CPU test: 8×8 images (ResNet-18: pool 1 after 3 strides)
+SHAPES = {"mlp": (8, 8, 1), "cnn": (8, 8, 1), "resnet18": (8, 8, 3)}
+
+
+def _model(name: str, compute: str, weight, act):
+    kw = {"pool_size": 1} if name == "resnet18" else {}
+    return create_model(name, 10, QuantConfig(act, act), compute=compute, weight_format=weight,
+                        **kw)
+
+
+@functools.cache
+def _banks(name: str, weight, act, samples: int = 3):
+    """A bank of ``samples`` distinct on-grid params (and BatchNorm statistics) of model
+    ``name``, and test inputs."""
+    model = _model(name, "float32", weight, act)
+    shape = SHAPES[name]
+    x = jax.random.normal(jax.random.key(0), (6,) + shape)
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        {"params": jax.random.key(1), "quantize": jax.random.key(2)}, x)
+    params, stats = variables["params"], variables.get("batch_stats")
+    bank = lps.bank.init(params, weight, samples)
+    stats_bank = None if stats is None else lps.bank.init(stats, lps.FULL, samples)
+    add = jax.jit(lps.bank.add)
+    for s in range(samples):
+        k = jax.random.key(10 + s)
+        p = jax.tree.map(lambda a, k=k: a + 0.3 * jnp.std(a) * jax.random.normal(k, a.shape),
+                         params)
+        bank = add(bank, lps.init_weights(p, weight, key=k))
+        if stats_bank is not None:
+            st = jax.tree.map(lambda a, s=s: a * (1.0 + 0.1 * s) + 0.05 * s, stats)
+            stats_bank = add(stats_bank, st)
+    return bank, stats_bank, x
+
+
+def _convert_from_int8(closed_jaxpr) -> list[tuple[int, ...]]:
+    """Shapes of the int8 arrays that the jaxpr converts to another dtype (sub-jaxprs
+    included): decoding codes widens them (to int32, then float32)."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "convert_element_type":
+                src, dst = eqn.invars[0].aval, eqn.outvars[0].aval
+                if src.dtype == jnp.int8 and dst.dtype != jnp.int8:
+                    found.append(tuple(src.shape))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(closed_jaxpr.jaxpr)
+    return found
+
+
+def _int8_products_in(closed_jaxpr) -> int:
+    """Products (dot_general / conv_general_dilated) of two int8 operands."""
+    n = 0
+
+    def walk(jaxpr):
+        nonlocal n
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+                if all(v.aval.dtype == jnp.int8 for v in eqn.invars[:2]):
+                    n += 1
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(closed_jaxpr.jaxpr)
+    return n
+
+
+@pytest.mark.parametrize("name,weight,act", [
+    ("mlp", W, A), ("cnn", W, A), ("cnn", FX_W, FX_A), ("resnet18", W, A),
+], ids=["mlp-bfp8", "cnn-bfp8", "cnn-fixed8", "resnet18-bfp8"])
+def test_bma_from_codes_equals_simulated_bma(name, weight, act):
+    bank, stats_bank, x = _banks(name, weight, act)
+    int8 = _model(name, "int8", weight, act)
+    sim = _model(name, "float32", weight, act)
+    key = jax.random.key(3)  # stochastic activation rounding: the same draws in both
+    got = bank_predict(int8, bank, x, stats_bank=stats_bank, key=key, batch_size=4)
+    want = bank_predict(sim, bank, x, stats_bank=stats_bank, key=key, batch_size=4,
+                        packed=False)
+    assert got.dtype == jnp.float32 and got.shape == (6, 10)
+    # Both paths compute each product exactly: the int8 path in int32, the simulated one in
+    # float32, whose partial sums of 8-bit × 8-bit grid values stay below 2**24 units here
+    # (k ≤ 4608, typical |sums| far below the bound), so the logits agree bit for bit and
+    # so do the activation roundings that follow. The tolerance allows one float32 ulp of
+    # the summed probabilities (≤ 1) per sample, in case XLA orders a reduction differently.
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=3 * 2.0**-24)
+    if name == "resnet18":
+        return  # (one more ResNet-18 compilation: the smaller models cover it)
+    # and the int8 model on unpacked weights re-encodes exactly the stored codes
+    again = bank_predict(int8, bank, x, stats_bank=stats_bank, key=key, batch_size=4,
+                         packed=False)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(again))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18"])
+def test_bma_from_codes_runs_int8_products_on_undecoded_kernels(name):
+    bank, stats_bank, x = _banks(name, W, A)
+    int8 = _model(name, "int8", W, A)
+    layers = [p for p in int8_products(int8, x, train=False) if p.forward == "int8"]
+    assert layers, "the model has no int8 layer"
+    sel = int8_kernels(int8, x, train=False)
+    kernels = {}
+    for path in (p.path for p in layers):
+        leaf = bank.samples
+        for k in path:
+            leaf = leaf[k]
+        kernels[path] = leaf["kernel"].shape
+        assert sel([jax.tree_util.DictKey(k) for k in path + ("kernel",)], None)
+    kernel_shapes = set(kernels.values())
+
+    def jaxpr(packed):
+        return jax.make_jaxpr(lambda b, s: bank_predict(
+            int8, b, x, stats_bank=s, key=jax.random.key(0), packed=packed))(bank, stats_bank)
+
+    packed = jaxpr(None)
+    assert _int8_products_in(packed) >= len(layers)
+    # no int8 array of an int8 layer's kernel shape is ever widened (decoded)
+    assert not kernel_shapes & set(_convert_from_int8(packed))
+    # ... which the check would see: decoding the bank converts exactly those codes
+    assert kernel_shapes <= set(_convert_from_int8(jaxpr(False)))
