@@ -22,6 +22,7 @@ from lpsampling.flax.nnx.models import (
     linen_variables,
     load_linen_variables,
 )
+from lpsampling.flax.nnx.sampling import predict_bma
 
 __all__ = [
     "Quantize",
@@ -35,4 +36,5 @@ __all__ = [
     "create_model",
     "linen_variables",
     "load_linen_variables",
+    "predict_bma",
 ]
