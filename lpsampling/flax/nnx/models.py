@@ -451,7 +451,7 @@ def linen_variables(model: nnx.Module) -> dict[str, Any]:
     ``"batch_stats"`` for the ResNets (nested dicts of arrays)."""
     out = {}
     for collection, kind in _COLLECTIONS.items():
-        tree = nnx.state(model, kind).to_pure_dict()
+        tree = nnx.to_pure_dict(nnx.state(model, kind))
         if tree or collection == "params":
             out[collection] = tree
     return out
@@ -474,7 +474,7 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> Non
                          f"have; allowed: {sorted(_COLLECTIONS)}")
     for collection, kind in _COLLECTIONS.items():
         state = nnx.state(model, kind)
-        want = flatten_dict(state.to_pure_dict(), sep="/")
+        want = flatten_dict(nnx.to_pure_dict(state), sep="/")
         got = flatten_dict(_plain(variables.get(collection, {})), sep="/")
         if set(want) != set(got):
             missing, unknown = sorted(set(want) - set(got)), sorted(set(got) - set(want))
@@ -486,7 +486,7 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> Non
                                  f"{tuple(got[path].shape)}; the model's is "
                                  f"{tuple(value.shape)}")
         if want:
-            state.replace_by_pure_dict(_plain(variables[collection]))
+            nnx.replace_by_pure_dict(state, _plain(variables[collection]))
             nnx.update(model, state)
 
 
