@@ -8,7 +8,7 @@ Layers, one way: formats → quantize / vc_quantize → one update rule (``updat
 (``lps.sgld`` & co. for optax, ``lps.blackjax``, ``lps.flax``, ``lps.parallel``, the CLI).
 """
 
-from lpsampling import bank, formats, optax, schedules, storage, update, validation, vc
+from lpsampling import bank, formats, int8, optax, schedules, storage, update, validation, vc
 from lpsampling.bank import SampleBank
 from lpsampling.formats import (
     FULL,
@@ -18,6 +18,14 @@ from lpsampling.formats import (
     Format,
     Full,
     grid_gap,
+)
+from lpsampling.int8 import (
+    Int8Operand,
+    encode_int8,
+    int8_conv,
+    int8_conv_encoded,
+    int8_matmul,
+    int8_matmul_encoded,
 )
 from lpsampling.optax import (
     SGMCMCState,
@@ -79,7 +87,13 @@ __all__ = [
     "FULL",
     "Full",
     "grid_gap",
+    "encode_int8",
     "init_weights",
+    "Int8Operand",
+    "int8_conv",
+    "int8_conv_encoded",
+    "int8_matmul",
+    "int8_matmul_encoded",
     "is_sampling",
     "load_packed",
     "pack",
@@ -106,6 +120,7 @@ __all__ = [
     "atomic",
     "bank",
     "formats",
+    "int8",
     "optax",
     "schedules",
     "storage",

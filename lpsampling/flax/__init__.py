@@ -7,11 +7,16 @@ quantized model with ``rngs={"quantize": key}`` (stochastic rounding); see
 """
 
 from lpsampling.flax.layers import (
+    COMPUTES,
     QUANTIZE_RNG,
+    Int8Product,
     QuantConfig,
+    QuantConv,
+    QuantDense,
     Quantize,
     QuantizeCall,
     count_quantizers,
+    int8_products,
     quantize_calls,
 )
 from lpsampling.flax.models import (
@@ -27,6 +32,11 @@ from lpsampling.flax.models import (
 )
 
 __all__ = [
+    "COMPUTES",
+    "Int8Product",
+    "QuantConv",
+    "QuantDense",
+    "int8_products",
     "QUANTIZE_RNG",
     "QuantConfig",
     "Quantize",

@@ -18,9 +18,12 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
+from lpsampling import int8 as _int8
 from lpsampling.formats import FULL, Format, Full, check_format
 from lpsampling.quantize import check_rounding, quantizer
+from lpsampling.storage import Packed, unpack
 
 __all__ = [
     "QUANTIZE_RNG",
@@ -29,6 +32,11 @@ __all__ = [
     "QuantizeCall",
     "quantize_calls",
     "count_quantizers",
+    "COMPUTES",
+    "QuantDense",
+    "QuantConv",
+    "Int8Product",
+    "int8_products",
 ]
 
 QUANTIZE_RNG = "quantize"
@@ -199,3 +207,218 @@ def quantize_calls(
 def count_quantizers(model: nn.Module, *args: Any, **kwargs: Any) -> int:
     """How many :class:`Quantize` calls one forward pass of ``model`` makes."""
     return len(quantize_calls(model, *args, **kwargs))
+
+
+# --------------------------------------------------------------------------------------
+# Dense and convolution layers that can multiply in int8 (lpsampling.int8).
+
+COMPUTES: tuple[str, ...] = ("float32", "int8")
+"""The ``compute`` modes of :class:`QuantDense` / :class:`QuantConv`."""
+
+
+def check_compute(compute: str) -> str:
+    if compute not in COMPUTES:
+        raise ValueError(f"compute must be one of {COMPUTES}, got {compute!r}")
+    return compute
+
+
+def _float_param(v: Any) -> jax.Array:
+    """A parameter given as a :class:`~lpsampling.storage.Packed` leaf, decoded."""
+    return unpack(v) if isinstance(v, Packed) else v
+
+
+def _packed_operand(kernel: Packed) -> _int8.Int8Operand:
+    op = _int8.Int8Operand.from_packed(kernel)
+    if op.codes.ndim != len(kernel.shape):
+        raise ValueError(
+            f"the Packed kernel holds a stack of {op.codes.shape[0]} tensors (codes of shape "
+            f"{op.codes.shape}); apply the model to one sample at a time (e.g. jax.vmap over "
+            "the bank's sample axis)")
+    return op
+
+
+class QuantDense(nn.Dense):
+    """``nn.Dense`` whose product can run as int8 × int8 → int32 (:mod:`lpsampling.int8`).
+
+    A drop-in for ``nn.Dense``: the same fields, parameters (``kernel`` ``(in, out)``,
+    ``bias``), shapes and initialisers, so checkpoints and the samplers work unchanged.
+    ``compute="float32"`` (the default) *is* ``nn.Dense`` (the simulated low-precision
+    path, bit for bit). ``compute="int8"`` rounds the input to nearest onto
+    ``input_format`` and the kernel onto ``weight_format`` (the identity for on-grid
+    values: :class:`Quantize` outputs, the samplers' weights) and multiplies the codes
+    with :func:`lpsampling.int8_matmul`; the bias is added in float32. The result is the
+    exact product rounded once to float32, where float32 rounds at every addition.
+
+    In int8 mode the ``kernel`` parameter may also be a :class:`lpsampling.storage.Packed`
+    leaf of 8-bit codes (as in a packed :class:`~lpsampling.bank.SampleBank`): its codes are
+    multiplied without being decoded (its own format is used; prediction only, no gradient
+    with respect to it). A Packed ``bias`` is decoded.
+
+    Attributes (besides ``nn.Dense``'s):
+      weight_format: the kernel's grid (``BlockFloatingPoint(8, axis=-1)``: one exponent
+        per output unit; or fixed point / ``axis=None``).
+      input_format: the input's grid (``BlockFloatingPoint(8, axis=0)``: one exponent per
+        example; or fixed point / ``axis=None``).
+      error_format: the grid of the cotangent of the output (the error format of the
+        :class:`Quantize` that follows the layer), ``FULL`` if none; with an 8-bit grid the
+        backward products that factor run in int8 too (see :mod:`lpsampling.int8`).
+      compute: ``"float32"`` or ``"int8"``.
+    """
+
+    weight_format: Format = FULL
+    input_format: Format = FULL
+    error_format: Format = FULL
+    compute: str = "float32"
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """``inputs @ kernel + bias`` over the last axis of ``inputs``."""
+        if check_compute(self.compute) == "float32":
+            return super().__call__(inputs)
+        kernel = self.param("kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features),
+                            self.param_dtype)
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        _int8.check_int8(self.input_format, inputs.shape, (-1,), "input_format")
+        if isinstance(kernel, Packed):
+            x = _int8.encode_int8(inputs, self.input_format)
+            y = _int8.int8_matmul_encoded(x, _packed_operand(kernel))
+            y = y + _int8._nonfinite(inputs)
+        else:
+            _int8.check_int8(self.weight_format, jnp.shape(kernel), (0,), "weight_format")
+            y = _int8.int8_matmul(inputs, kernel, self.input_format, self.weight_format,
+                                  error_format=self.error_format)
+        if bias is not None:
+            y = y + jnp.reshape(_float_param(bias), (1,) * (y.ndim - 1) + (-1,))
+        return y
+
+
+def _conv_geometry(conv: nn.Conv, ndim: int):
+    """The strides / padding / dilation of ``conv`` for :func:`lpsampling.int8_conv`."""
+    if ndim != 4:
+        raise ValueError(f"QuantConv with compute='int8' needs NHWC inputs (4-D), got {ndim}-D")
+    if len(conv.kernel_size) != 2:
+        raise ValueError("QuantConv with compute='int8' supports 2-D kernels only, got "
+                         f"kernel_size={conv.kernel_size}")
+    if conv.input_dilation not in (None, 1, (1, 1), [1, 1]):
+        raise ValueError(f"QuantConv with compute='int8' does not support input_dilation "
+                         f"(got {conv.input_dilation!r})")
+    if conv.feature_group_count != 1 or conv.mask is not None:
+        raise ValueError("QuantConv with compute='int8' supports feature_group_count=1 and "
+                         "no mask")
+    if isinstance(conv.padding, str) and conv.padding.upper() not in ("SAME", "VALID"):
+        raise ValueError(f"QuantConv with compute='int8' supports padding 'SAME', 'VALID' or "
+                         f"explicit pairs, got {conv.padding!r}")
+    return dict(strides=conv.strides or 1, padding=conv.padding,
+                kernel_dilation=conv.kernel_dilation or 1)
+
+
+class QuantConv(nn.Conv):
+    """``nn.Conv`` whose convolution can run as int8 × int8 → int32 (:mod:`lpsampling.int8`).
+
+    A drop-in for ``nn.Conv`` (same fields, parameters, shapes and initialisers);
+    ``compute="float32"`` (the default) is ``nn.Conv`` itself. ``compute="int8"`` rounds the
+    NHWC input onto ``input_format`` (one exponent per example, ``axis=0``, or fixed point /
+    whole tensor) and the HWIO kernel onto ``weight_format`` (one exponent per output filter,
+    ``axis=-1``, or fixed point / whole tensor) and convolves the codes with
+    :func:`lpsampling.int8_conv`; the bias is added in float32. 2-D, no feature groups,
+    no input dilation, no mask; padding ``"SAME"``, ``"VALID"``, ints or pairs. As
+    :class:`QuantDense`, the kernel may be a :class:`~lpsampling.storage.Packed` leaf in int8
+    mode (prediction only).
+
+    Attributes (besides ``nn.Conv``'s): ``weight_format``, ``input_format``,
+    ``error_format``, ``compute``, as :class:`QuantDense`.
+    """
+
+    weight_format: Format = FULL
+    input_format: Format = FULL
+    error_format: Format = FULL
+    compute: str = "float32"
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """The convolution of ``inputs`` (NHWC) with the kernel, plus the bias."""
+        if check_compute(self.compute) == "float32":
+            return super().__call__(inputs)
+        geometry = _conv_geometry(self, inputs.ndim)
+        kernel_size = tuple(self.kernel_size)
+        kshape = kernel_size + (inputs.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kshape, self.param_dtype)
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        _int8.check_int8(self.input_format, inputs.shape, (1, 2, 3), "input_format")
+        if isinstance(kernel, Packed):
+            x = _int8.encode_int8(inputs, self.input_format)
+            y = _int8.int8_conv_encoded(x, _packed_operand(kernel), **geometry)
+            y = y + _int8._nonfinite(inputs)
+        else:
+            _int8.check_int8(self.weight_format, jnp.shape(kernel), (0, 1, 2), "weight_format")
+            y = _int8.int8_conv(inputs, kernel, self.input_format, self.weight_format,
+                                error_format=self.error_format, **geometry)
+        if bias is not None:
+            y = y + jnp.reshape(_float_param(bias), (1,) * (y.ndim - 1) + (-1,))
+        return y
+
+
+class Int8Product(NamedTuple):
+    """One dense / convolution call of a model, as recorded by :func:`int8_products`.
+
+    ``forward``, ``dx`` (gradient of the input) and ``dw`` (gradient of the kernel) are
+    ``"int8"`` or ``"float32"``: how each product runs.
+    """
+
+    path: tuple[str, ...]
+    kind: str
+    compute: str
+    forward: str
+    dx: str
+    dw: str
+
+    @property
+    def name(self) -> str:
+        """The module path joined with ``/``, e.g. ``"layer1_0/conv2"``."""
+        return "/".join(self.path)
+
+
+def int8_products(
+    model: nn.Module,
+    *args: Any,
+    method: Callable[..., Any] | str | None = None,
+    **kwargs: Any,
+) -> list[Int8Product]:
+    """Every ``nn.Dense`` / ``nn.Conv`` call (:class:`QuantDense` / :class:`QuantConv`
+    included) of ``model.init(rngs, *args, **kwargs)``, in order, with how each of its three
+    products (forward, input gradient, kernel gradient) runs.
+
+    Traced abstractly with :func:`jax.eval_shape` (nothing is computed), as
+    :func:`quantize_calls`; plain ``nn.Dense`` / ``nn.Conv`` and ``compute="float32"``
+    layers report ``"float32"`` for all three.
+    """
+    found: list[Int8Product] = []
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        module = context.module
+        out = next_fun(*call_args, **call_kwargs)
+        if isinstance(module, (nn.Dense, nn.Conv)) and context.method_name == "__call__":
+            x = call_args[0] if call_args else next(iter(call_kwargs.values()))
+            kind = "dense" if isinstance(module, nn.Dense) else "conv"
+            compute = getattr(module, "compute", "float32")
+            plan = dict.fromkeys(("forward", "dx", "dw"), "float32")
+            if compute == "int8":
+                if kind == "dense":
+                    w_shape = (x.shape[-1], module.features)
+                else:
+                    w_shape = tuple(module.kernel_size) + (x.shape[-1], module.features)
+                plan = _int8.int8_plan(kind, x.shape, w_shape, module.input_format,
+                                       module.weight_format, module.error_format,
+                                       out_shape=out.shape)
+            found.append(Int8Product(tuple(module.path), kind, compute, **plan))
+        return out
+
+    def init(*a):
+        rngs = {"params": jax.random.key(0), QUANTIZE_RNG: jax.random.key(1)}
+        return model.init(rngs, *a, method=method, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(init, *args)
+    return found
