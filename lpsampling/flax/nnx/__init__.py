@@ -9,7 +9,7 @@ sample bank and Bayesian model averaging: the NNX page of the documentation
 (``docs/nnx.md``).
 """
 
-from lpsampling.flax.nnx.layers import Quantize
+from lpsampling.flax.nnx.layers import QuantConv, QuantDense, Quantize
 from lpsampling.flax.nnx.models import (
     MLP,
     MODELS,
@@ -26,6 +26,8 @@ from lpsampling.flax.nnx.sampling import predict_bma
 
 __all__ = [
     "Quantize",
+    "QuantDense",
+    "QuantConv",
     "MLP",
     "MODELS",
     "BasicBlock",

@@ -6,18 +6,32 @@ cotangent (the "error") onto the *error* format, with the same ``custom_vjp`` op
 (:func:`lpsampling.quantizer`). Keys come from an :class:`flax.nnx.Rngs` stream named
 ``"quantize"``, given to the constructor (kept, as :class:`flax.nnx.Dropout` keeps its
 stream) or to the call. Layers that are ``FULL`` or round to nearest draw no key.
+
+:class:`QuantDense` / :class:`QuantConv` are ``nnx.Linear`` / ``nnx.Conv`` whose product can
+run as int8 × int8 → int32, the NNX twins of :class:`lpsampling.flax.QuantDense` /
+:class:`lpsampling.flax.QuantConv` on the same primitive (:mod:`lpsampling.int8`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 from flax import nnx
 
-from lpsampling.flax.layers import QUANTIZE_RNG, QuantConfig, _quantizer_op
+from lpsampling.flax.layers import (
+    QUANTIZE_RNG,
+    QuantConfig,
+    _conv_geometry,
+    _quantizer_op,
+    check_compute,
+    int8_conv,
+    int8_dense,
+)
 from lpsampling.formats import FULL, Format, Full, check_format
 from lpsampling.quantize import check_float_array, check_rounding
 
-__all__ = ["Quantize"]
+__all__ = ["Quantize", "QuantDense", "QuantConv"]
 
 # What the ``rngs`` arguments of calls accept: an nnx.Rngs (its "quantize" stream, or its
 # "default" one when it has none), an nnx.RngStream, or a PRNG key used as it is.
@@ -146,3 +160,79 @@ class Quantize(nnx.Module):
             key = _draw_key(rngs, self.rngs, self.rng_collection, "Quantize")
         op = _quantizer_op(self.forward_format, self.backward_format, self.rounding)
         return op(x, key)
+
+
+def _check_int8_fields(weight_format: Format, input_format: Format, error_format: Format,
+                       compute: str) -> None:
+    check_format(weight_format, "weight_format")
+    check_format(input_format, "input_format")
+    check_format(error_format, "error_format")
+    check_compute(compute)
+
+
+class QuantDense(nnx.Linear):
+    """``nnx.Linear`` whose product can run as int8 × int8 → int32 (NNX twin of
+    :class:`lpsampling.flax.QuantDense`).
+
+    The parameters, shapes and initialisers are ``nnx.Linear``'s. ``compute="float32"``
+    (the default) *is* ``nnx.Linear``; ``compute="int8"`` rounds the input to nearest onto
+    ``input_format`` and the kernel onto ``weight_format`` (the identity for on-grid values)
+    and multiplies the codes with :func:`lpsampling.int8_matmul` (the Linen layer's code,
+    shared); the bias is added in float32.
+
+    Args:
+      in_features, out_features: as ``nnx.Linear``.
+      weight_format: the kernel's grid (``BlockFloatingPoint(8, axis=-1)`` or fixed point).
+      input_format: the input's grid (``BlockFloatingPoint(8, axis=0)`` or fixed point).
+      error_format: the grid of the output's cotangent (``FULL`` if not quantized); with an
+        8-bit grid the backward products that factor run in int8 too.
+      compute: ``"float32"`` or ``"int8"``.
+      **kwargs: the other arguments of ``nnx.Linear`` (``rngs`` among them).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *,
+                 weight_format: Format = FULL, input_format: Format = FULL,
+                 error_format: Format = FULL, compute: str = "float32", **kwargs: Any):
+        _check_int8_fields(weight_format, input_format, error_format, compute)
+        super().__init__(in_features, out_features, **kwargs)
+        self.weight_format = weight_format
+        self.input_format = input_format
+        self.error_format = error_format
+        self.compute = compute
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """``inputs @ kernel + bias`` over the last axis of ``inputs``."""
+        if self.compute == "float32":
+            return super().__call__(inputs)
+        bias = None if self.bias is None else self.bias[...]
+        return int8_dense(inputs, self.kernel[...], bias, self)
+
+
+class QuantConv(nnx.Conv):
+    """``nnx.Conv`` whose convolution can run as int8 × int8 → int32 (NNX twin of
+    :class:`lpsampling.flax.QuantConv`).
+
+    ``compute="float32"`` (the default) is ``nnx.Conv``; ``compute="int8"`` rounds the NHWC
+    input onto ``input_format`` and the HWIO kernel onto ``weight_format`` and convolves
+    the codes with :func:`lpsampling.int8_conv`; 2-D, no feature groups, no input dilation,
+    no mask. Arguments as :class:`QuantDense`, the rest as ``nnx.Conv``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int | Any, *,
+                 weight_format: Format = FULL, input_format: Format = FULL,
+                 error_format: Format = FULL, compute: str = "float32", **kwargs: Any):
+        _check_int8_fields(weight_format, input_format, error_format, compute)
+        super().__init__(in_features, out_features, kernel_size, **kwargs)
+        self.weight_format = weight_format
+        self.input_format = input_format
+        self.error_format = error_format
+        self.compute = compute
+        if compute == "int8":
+            _conv_geometry(self, 4)  # refuse unsupported geometry at construction
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """The convolution of ``inputs`` (NHWC) with the kernel, plus the bias."""
+        if self.compute == "float32":
+            return super().__call__(inputs)
+        bias = None if self.bias is None else self.bias[...]
+        return int8_conv(inputs, self.kernel[...], bias, self)

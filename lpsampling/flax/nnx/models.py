@@ -36,9 +36,17 @@ from flax import nnx
 from flax.core.scope import LazyRng
 from flax.traverse_util import flatten_dict
 
-from lpsampling.flax.layers import QUANTIZE_RNG, QuantConfig
+from lpsampling.flax.layers import QUANTIZE_RNG, QuantConfig, check_compute
 from lpsampling.flax.models import torch_bias_init, torch_kernel_init
-from lpsampling.flax.nnx.layers import Quantize, RngsLike, _draw_key, _fork_stream
+from lpsampling.flax.nnx.layers import (
+    QuantConv,
+    QuantDense,
+    Quantize,
+    RngsLike,
+    _draw_key,
+    _fork_stream,
+)
+from lpsampling.formats import FULL, Format, check_format
 from lpsampling.validation import positive_int
 
 __all__ = [
@@ -85,9 +93,16 @@ def _positive_ints(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return tuple(positive_int(name, v) for v in values)
 
 
-def _linear(fan_in: int, features: int, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(fan_in, features, kernel_init=torch_kernel_init,
-                      bias_init=torch_bias_init(fan_in), rngs=rngs)
+def _linear(fan_in: int, features: int, rngs: nnx.Rngs,
+            int8: dict[str, Any] | None = None) -> QuantDense:
+    return QuantDense(fan_in, features, kernel_init=torch_kernel_init,
+                      bias_init=torch_bias_init(fan_in), rngs=rngs, **(int8 or {}))
+
+
+def _unquantized_output(int8: dict[str, Any]) -> dict[str, Any]:
+    """The int8 fields of a layer that no quantizer follows (the classifier, the ResNet
+    shortcut): its output's cotangent is not on the error grid."""
+    return dict(int8, error_format=FULL)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -108,6 +123,22 @@ class _QuantModel(nnx.Module):
         self.rngs = nnx.data(_fork_stream(rngs, QUANTIZE_RNG, quant.needs_rng and own_stream,
                                           type(self).__name__))
         return quant
+
+    def _init_compute(self, compute: str, weight_format: Format) -> dict[str, Any]:
+        """The int8 fields of the model's dense/conv layers (:class:`QuantDense`)."""
+        check_compute(compute)
+        check_format(weight_format, "weight_format")
+        self.compute = compute
+        if compute == "int8" and (self.quant.activation_format.is_identity
+                                  or weight_format.is_identity):
+            raise ValueError(
+                f"{type(self).__name__}: compute='int8' needs 8-bit grids: an 8-bit "
+                "quant.activation_format (the layers' inputs) and weight_format (the "
+                f"sampler's weight grid); got {self.quant.activation_format!r} and "
+                f"{weight_format!r}")
+        return dict(compute=compute, weight_format=weight_format,
+                    input_format=self.quant.activation_format,
+                    error_format=self.quant.error_format)
 
     def _quantizer(self) -> Quantize:
         # The model hands each quantizer its key; the layer keeps no stream of its own.
@@ -141,6 +172,7 @@ class LogisticRegression(_QuantModel):
         _check_quant(quant)
         self.quant = QuantConfig.full()
         self.rngs = nnx.data(None)
+        self.compute = "float32"
         self.classifier = _linear(positive_int("in_features", in_features),
                                   positive_int("num_classes", num_classes), rngs)
 
@@ -161,22 +193,32 @@ class MLP(_QuantModel):
       num_classes: number of logits.
       hidden: widths of the hidden layers.
       quant: activation/error quantization (default: none).
+      compute: ``"float32"`` (the default: the simulated low-precision path, equal to the
+        Linen twin) or ``"int8"``: every dense/conv layer is a :class:`QuantDense` /
+        :class:`QuantConv` multiplying int8 codes; its input is rounded to nearest onto
+        ``quant.activation_format`` (the identity after a quantizer; the first layer's
+        input and the ResNet's unquantized block inputs are rounded too) and its kernel
+        onto ``weight_format``; the backward products run in int8 where they factor.
+      weight_format: the sampler's weight grid (needed by ``compute="int8"``).
       rngs: ``"params"`` for the weights; ``"quantize"`` (or ``"default"``) seeds the
         model's key stream when ``quant.needs_rng``.
     """
 
     def __init__(self, in_features: int, num_classes: int, *, hidden: Sequence[int] = (100,),
-                 quant: QuantConfig | None = None, rngs: nnx.Rngs):
+                 quant: QuantConfig | None = None, compute: str = "float32",
+                 weight_format: Format = FULL, rngs: nnx.Rngs):
         _check_rngs(rngs, "MLP")
         self._init_quant(quant, rngs)
+        int8 = self._init_compute(compute, weight_format)
         self.hidden = _positive_ints("hidden", hidden)
         fan_in = positive_int("in_features", in_features)
         for i, width in enumerate(self.hidden):
-            setattr(self, f"dense{i}", _linear(fan_in, width, rngs))
+            setattr(self, f"dense{i}", _linear(fan_in, width, rngs, int8))
             setattr(self, f"q_dense{i}", self._quantizer())
             setattr(self, f"q_relu{i}", self._quantizer())
             fan_in = width
-        self.classifier = _linear(fan_in, positive_int("num_classes", num_classes), rngs)
+        self.classifier = _linear(fan_in, positive_int("num_classes", num_classes), rngs,
+                                  _unquantized_output(int8))
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
                  rngs: RngsLike | None = None) -> jax.Array:
@@ -214,22 +256,23 @@ class SmallCNN(_QuantModel):
       num_classes: number of logits.
       channels: output channels of the two convolutions.
       dense: width of the hidden dense layer.
-      quant: activation/error quantization (default: none).
-      rngs: as for :class:`MLP`.
+      quant, compute, weight_format, rngs: as for :class:`MLP`.
     """
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *,
                  channels: Sequence[int] = (32, 64), dense: int = 128,
-                 quant: QuantConfig | None = None, rngs: nnx.Rngs):
+                 quant: QuantConfig | None = None, compute: str = "float32",
+                 weight_format: Format = FULL, rngs: nnx.Rngs):
         _check_rngs(rngs, "SmallCNN")
         self._init_quant(quant, rngs)
+        int8 = self._init_compute(compute, weight_format)
         height, width, in_ch = _image_shape(input_shape, "SmallCNN")
         self.channels = _positive_ints("channels", channels)
         for i, ch in enumerate(self.channels):
             fan_in = 9 * in_ch
-            setattr(self, f"conv{i}", nnx.Conv(
+            setattr(self, f"conv{i}", QuantConv(
                 in_ch, ch, (3, 3), padding="VALID", kernel_init=torch_kernel_init,
-                bias_init=torch_bias_init(fan_in), rngs=rngs))
+                bias_init=torch_bias_init(fan_in), rngs=rngs, **int8))
             setattr(self, f"q_conv{i}", self._quantizer())
             setattr(self, f"q_relu{i}", self._quantizer())
             in_ch, height, width = ch, height - 2, width - 2
@@ -238,11 +281,12 @@ class SmallCNN(_QuantModel):
             raise ValueError(f"SmallCNN: input_shape {tuple(input_shape)} is too small; "
                              "it needs at least 6×6 pixels")
         fan_in = height * width * in_ch
-        self.dense = _linear(fan_in, positive_int("dense", dense), rngs)
+        self.dense = _linear(fan_in, positive_int("dense", dense), rngs, int8)
         self.q_dense = self._quantizer()
         self.q_relu_dense = self._quantizer()
         self.classifier = _linear(self.dense.out_features,
-                                  positive_int("num_classes", num_classes), rngs)
+                                  positive_int("num_classes", num_classes), rngs,
+                                  _unquantized_output(int8))
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
                  rngs: RngsLike | None = None) -> jax.Array:
@@ -263,12 +307,12 @@ class SmallCNN(_QuantModel):
 
 
 def _conv(in_features: int, features: int, kernel: int, strides: int,
-          rngs: nnx.Rngs) -> nnx.Conv:
+          rngs: nnx.Rngs, int8: dict[str, Any]) -> QuantConv:
     """A bias-free convolution padded like PyTorch's (``kernel // 2`` on each side)."""
     pad = kernel // 2
-    return nnx.Conv(in_features, features, (kernel, kernel), strides=(strides, strides),
-                    padding=((pad, pad), (pad, pad)), use_bias=False,
-                    kernel_init=torch_kernel_init, rngs=rngs)
+    return QuantConv(in_features, features, (kernel, kernel), strides=(strides, strides),
+                     padding=((pad, pad), (pad, pad)), use_bias=False,
+                     kernel_init=torch_kernel_init, rngs=rngs, **int8)
 
 
 def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -291,27 +335,29 @@ class BasicBlock(_QuantModel):
       in_features: input channels.
       features: output channels.
       strides: stride of ``conv1`` and of the projection shortcut.
-      quant: activation/error quantization (default: none).
-      rngs: as for :class:`MLP`.
+      quant, compute, weight_format, rngs: as for :class:`MLP`.
     """
 
     def __init__(self, in_features: int, features: int, strides: int = 1, *,
-                 quant: QuantConfig | None = None, rngs: nnx.Rngs, _own_stream: bool = True):
+                 quant: QuantConfig | None = None, compute: str = "float32",
+                 weight_format: Format = FULL, rngs: nnx.Rngs, _own_stream: bool = True):
         _check_rngs(rngs, "BasicBlock")
         self._init_quant(quant, rngs, _own_stream)
+        int8 = self._init_compute(compute, weight_format)
         in_features = positive_int("in_features", in_features)
         features = positive_int("features", features)
         strides = positive_int("strides", strides)
-        self.conv1 = _conv(in_features, features, 3, strides, rngs)
+        self.conv1 = _conv(in_features, features, 3, strides, rngs, int8)
         self.q_conv1 = self._quantizer()
         self.bn1 = _batch_norm(features, rngs)
         self.q_relu1 = self._quantizer()
-        self.conv2 = _conv(features, features, 3, 1, rngs)
+        self.conv2 = _conv(features, features, 3, 1, rngs, int8)
         self.q_conv2 = self._quantizer()
         self.bn2 = _batch_norm(features, rngs)
         self.projection = strides != 1 or in_features != features
         if self.projection:
-            self.shortcut_conv = _conv(in_features, features, 1, strides, rngs)
+            self.shortcut_conv = _conv(in_features, features, 1, strides, rngs,
+                                       _unquantized_output(int8))
             self.shortcut_bn = _batch_norm(features, rngs)
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
@@ -345,18 +391,19 @@ class ResNet(_QuantModel):
       input_shape: one example's ``(height, width, channels)`` (``(32, 32, 3)`` for CIFAR).
       num_classes: number of logits.
       stage_sizes, widths, strides, pool_size: the architecture (defaults: ResNet-18).
-      quant: activation/error quantization (default: none).
-      rngs: as for :class:`MLP`.
+      quant, compute, weight_format, rngs: as for :class:`MLP`.
     """
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *,
                  stage_sizes: Sequence[int] = (2, 2, 2, 2),
                  widths: Sequence[int] = (64, 128, 256, 512),
                  strides: Sequence[int] = (1, 2, 2, 2), pool_size: int = 4,
-                 quant: QuantConfig | None = None, rngs: nnx.Rngs):
+                 quant: QuantConfig | None = None, compute: str = "float32",
+                 weight_format: Format = FULL, rngs: nnx.Rngs):
         name = type(self).__name__
         _check_rngs(rngs, name)
         quant = self._init_quant(quant, rngs)
+        int8 = self._init_compute(compute, weight_format)
         height, width, in_ch = _image_shape(input_shape, name)
         stage_sizes = _positive_ints("stage_sizes", stage_sizes)
         widths = _positive_ints("widths", widths)
@@ -365,7 +412,7 @@ class ResNet(_QuantModel):
             raise ValueError(f"{name}: stage_sizes, widths and strides must have the same "
                              f"length, got {len(stage_sizes)}, {len(widths)}, {len(strides)}")
         self.pool_size = positive_int("pool_size", pool_size)
-        self.conv1 = _conv(in_ch, widths[0], 3, 1, rngs)
+        self.conv1 = _conv(in_ch, widths[0], 3, 1, rngs, int8)
         self.q_conv1 = self._quantizer()
         self.bn1 = _batch_norm(widths[0], rngs)
         self.q_relu1 = self._quantizer()
@@ -376,8 +423,9 @@ class ResNet(_QuantModel):
                 stride = s if j == 0 else 1
                 block_name = f"layer{i + 1}_{j}"
                 # Keys come from the ResNet (one per pass): the blocks keep no stream.
-                setattr(self, block_name, BasicBlock(in_ch, w, stride, quant=quant, rngs=rngs,
-                                                     _own_stream=False))
+                setattr(self, block_name, BasicBlock(
+                    in_ch, w, stride, quant=quant, compute=compute,
+                    weight_format=weight_format, rngs=rngs, _own_stream=False))
                 blocks.append(block_name)
                 in_ch = w
                 height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
@@ -387,7 +435,8 @@ class ResNet(_QuantModel):
             raise ValueError(f"{name}: input_shape {tuple(input_shape)} is too small for "
                              f"pool_size {self.pool_size} after strides {strides}")
         self.classifier = _linear(height * width * in_ch,
-                                  positive_int("num_classes", num_classes), rngs)
+                                  positive_int("num_classes", num_classes), rngs,
+                                  _unquantized_output(int8))
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
                  rngs: RngsLike | None = None) -> jax.Array:

@@ -10,8 +10,10 @@ from flax import nnx
 
 import lpsampling as lps
 from lpsampling.flax import QuantConfig
+from lpsampling.flax import QuantConv as LinenQuantConv
+from lpsampling.flax import QuantDense as LinenQuantDense
 from lpsampling.flax import Quantize as LinenQuantize
-from lpsampling.flax.nnx import Quantize
+from lpsampling.flax.nnx import QuantConv, QuantDense, Quantize
 
 FIXED = lps.FixedPoint(8, 4)
 BFP = lps.BlockFloatingPoint(6, axis=0)
@@ -110,3 +112,70 @@ def test_bad_arguments():
         Quantize(FIXED, FIXED)(X, rngs=3)
     with pytest.raises(TypeError, match="floating-point"):
         Quantize(FIXED, FIXED, "nearest")(jnp.ones((2,), jnp.int32))
+
+
+# --------------------------------------------------------------------------------------
+# QuantDense / QuantConv: the NNX twins of the Linen int8 layers (same primitive).
+
+FX = lps.FixedPoint(8, 4)
+BFP_ROWS = lps.BlockFloatingPoint(8, axis=0)
+BFP_COLS = lps.BlockFloatingPoint(8, axis=-1)
+
+
+def _twins_equal(linen_layer, nnx_layer, x):
+    variables = linen_layer.init(jax.random.key(0), x)
+    nnx_layer.kernel[...] = variables["params"]["kernel"]
+    if "bias" in variables["params"]:
+        nnx_layer.bias[...] = variables["params"]["bias"]
+    cot = jax.random.normal(jax.random.key(2), linen_layer.apply(variables, x).shape)
+
+    def linen_loss(params, x):
+        return jnp.sum(linen_layer.apply({"params": params}, x) * cot)
+
+    def nnx_loss(layer, x):
+        return jnp.sum(layer(x) * cot)
+
+    lv, (lgp, lgx) = jax.value_and_grad(linen_loss, argnums=(0, 1))(variables["params"], x)
+    nv, (ngp, ngx) = nnx.value_and_grad(nnx_loss, argnums=(0, 1))(nnx_layer, x)
+    np.testing.assert_array_equal(nnx_layer(x), linen_layer.apply(variables, x))
+    np.testing.assert_array_equal(nv, lv)
+    np.testing.assert_array_equal(ngx, lgx)
+    jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(ngp), lgp)
+
+
+@pytest.mark.parametrize("compute", ["float32", "int8"])
+@pytest.mark.parametrize("formats", [(FX, FX, FX), (BFP_ROWS, BFP_COLS, lps.FULL)],
+                         ids=["fixed8", "bfp8"])
+def test_quant_dense_equals_linen(compute, formats):
+    fin, fw, fe = formats
+    kw = dict(input_format=fin, weight_format=fw, error_format=fe, compute=compute)
+    x = lps.quantize(jax.random.normal(jax.random.key(1), (4, 6)), fin, rounding="nearest")
+    _twins_equal(LinenQuantDense(5, **kw), QuantDense(6, 5, rngs=nnx.Rngs(0), **kw), x)
+
+
+@pytest.mark.parametrize("compute", ["float32", "int8"])
+def test_quant_conv_equals_linen(compute):
+    kw = dict(input_format=FX, weight_format=FX, error_format=FX, compute=compute,
+              strides=2, padding=((1, 1), (1, 1)), use_bias=False)
+    x = lps.quantize(jax.random.normal(jax.random.key(1), (2, 6, 6, 3)), FX, rounding="nearest")
+    _twins_equal(LinenQuantConv(4, (3, 3), **kw),
+                 QuantConv(3, 4, (3, 3), rngs=nnx.Rngs(0), **kw), x)
+
+
+def test_int8_layers_multiply_int8_codes():
+    layer = QuantDense(6, 5, input_format=FX, weight_format=FX, compute="int8",
+                       rngs=nnx.Rngs(0))
+    jaxpr = str(jax.make_jaxpr(lambda x: layer(x))(jnp.ones((4, 6))))
+    assert "i8" in jaxpr and "preferred_element_type=int32" in jaxpr
+    assert "i8" not in str(jax.make_jaxpr(
+        lambda x: QuantDense(6, 5, rngs=nnx.Rngs(0))(x))(jnp.ones((4, 6))))
+
+
+def test_int8_layer_checks():
+    with pytest.raises(ValueError, match="compute"):
+        QuantDense(6, 5, compute="int4", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="input_format"):
+        QuantDense(6, 5, weight_format=FX, compute="int8", rngs=nnx.Rngs(0))(jnp.ones((2, 6)))
+    with pytest.raises(ValueError, match="feature_group_count"):
+        QuantConv(4, 4, (3, 3), feature_group_count=2, compute="int8", input_format=FX,
+                  weight_format=FX, rngs=nnx.Rngs(0))

@@ -227,3 +227,39 @@ def test_load_linen_variables_checks_the_tree():
         lnnx.load_linen_variables(model, dict(variables, quantize={}))
     with pytest.raises(TypeError, match="mapping"):
         lnnx.load_linen_variables(model, [variables])
+
+
+def test_compute_int8_multiplies_codes_and_matches_float_on_the_grid():
+    """``compute="int8"``: the same weights, with every dense layer's input and kernel on
+    their grids, give the float model's logits up to float32 summation error (the int8
+    product is exact then rounded once; float32 rounds at each of the <= 64 additions of
+    values below 2**4, so 1e-4 absolute is a generous bound), and the products are int8."""
+    fx = lps.FixedPoint(8, 4)
+    quant = QuantConfig.uniform(fx, "nearest")
+    x = lps.quantize(X8, fx, rounding="nearest")
+    f32 = lnnx.MLP(64, 3, hidden=(16,), quant=quant, rngs=nnx.Rngs(0))
+    i8 = lnnx.MLP(64, 3, hidden=(16,), quant=quant, compute="int8", weight_format=fx,
+                  rngs=nnx.Rngs(0))
+    on_grid = lps.quantize_tree(nnx.state(f32, nnx.Param), fx, rounding="nearest")
+    nnx.update(f32, on_grid)
+    nnx.update(i8, on_grid)
+    np.testing.assert_allclose(i8(x), f32(x), atol=1e-4)
+    assert "preferred_element_type=int32" in str(jax.make_jaxpr(lambda v: i8(v))(x))
+    grads = nnx.grad(lambda m: jnp.sum(m(x) * Y))(i8)
+    ref = nnx.grad(lambda m: jnp.sum(m(x) * Y))(f32)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3),
+                 nnx.to_pure_dict(grads), nnx.to_pure_dict(ref))
+    assert i8.compute == "int8" and i8.dense0.compute == "int8"
+
+
+def test_compute_int8_needs_grids():
+    with pytest.raises(ValueError, match="8-bit grids"):
+        lnnx.MLP(64, 3, compute="int8", weight_format=lps.FixedPoint(8, 4), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="compute"):
+        lnnx.SmallCNN((8, 8), 3, compute="int4", rngs=nnx.Rngs(0))
+    cnn = lnnx.SmallCNN((8, 8), 3, quant=FIXED, compute="int8",
+                        weight_format=lps.FixedPoint(8, 4), rngs=nnx.Rngs(0))
+    assert cnn.conv0.compute == "int8" and cnn.classifier.compute == "int8"
+    resnet = lnnx.ResNet((16, 16, 3), 3, quant=FIXED, compute="int8",
+                         weight_format=lps.FixedPoint(8, 4), rngs=nnx.Rngs(0), **TINY)
+    assert resnet.layer2_0.shortcut_conv.compute == "int8"
