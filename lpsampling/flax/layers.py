@@ -409,10 +409,18 @@ def int8_products(
     layers report ``"float32"`` for all three.
     """
     found: list[Int8Product] = []
+    active: list[Any] = []  # the layers being called (QuantDense's float32 path calls
+    # nn.Dense.__call__ on itself: record the outer call only)
 
     def interceptor(next_fun, call_args, call_kwargs, context):
         module = context.module
-        out = next_fun(*call_args, **call_kwargs)
+        if any(m is module for m in active):
+            return next_fun(*call_args, **call_kwargs)
+        active.append(module)
+        try:
+            out = next_fun(*call_args, **call_kwargs)
+        finally:
+            active.pop()
         if isinstance(module, (nn.Dense, nn.Conv)) and context.method_name == "__call__":
             x = call_args[0] if call_args else next(iter(call_kwargs.values()))
             kind = "dense" if isinstance(module, nn.Dense) else "conv"

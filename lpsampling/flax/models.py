@@ -2,7 +2,12 @@
 
 Every model has fields ``num_classes`` and ``quant`` (:class:`~lpsampling.flax.QuantConfig`,
 default: no quantization), is called as ``model(x, train)`` and returns logits
-``(batch, num_classes)``. RNG collections: ``"params"`` for ``model.init``, ``"quantize"``
+``(batch, num_classes)``. :class:`MLP`, :class:`SmallCNN`, :class:`ResNet` and
+:class:`LSTMClassifier` also have ``compute`` (``"float32"``: the simulated path, the
+default; ``"int8"``: every dense / conv layer whose input is a quantized activation
+multiplies in int8, :mod:`lpsampling.int8`) and ``weight_format`` (the weights' grid, needed
+for int8; see :func:`~lpsampling.flax.int8_products` for which products run how). RNG
+collections: ``"params"`` for ``model.init``, ``"quantize"``
 whenever ``quant.needs_rng`` (at test time too); no dropout. :class:`ResNet` /
 :class:`ResNet18` keep full-precision BatchNorm statistics in ``"batch_stats"`` (train with
 ``mutable=["batch_stats"]``). Weights are quantized by the samplers, not here.
@@ -18,7 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lpsampling.flax.layers import QuantConfig
+from lpsampling.flax.layers import QuantConfig, QuantConv, QuantDense, check_compute
+from lpsampling.formats import FULL, Format
 from lpsampling.validation import positive_int
 
 __all__ = [
@@ -47,12 +53,26 @@ def torch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
     return init
 
 
-def _dense(features: int, fan_in: int, name: str) -> nn.Dense:
-    return nn.Dense(
+def _int8_fields(model: nn.Module, quantized_input: bool, quantized_error: bool
+                 ) -> dict[str, Any]:
+    """The :class:`QuantDense` / :class:`QuantConv` fields of a layer of ``model``: int8
+    where ``model.compute`` asks for it and the layer's input is a quantized activation;
+    the error format where the layer's output goes straight into a Quantize."""
+    if check_compute(getattr(model, "compute", "float32")) == "float32" or not quantized_input:
+        return {}
+    q = model.quant
+    return dict(compute="int8", weight_format=model.weight_format,
+                input_format=q.activation_format,
+                error_format=q.error_format if quantized_error else FULL)
+
+
+def _dense(features: int, fan_in: int, name: str, **int8: Any) -> nn.Dense:
+    return QuantDense(
         features,
         kernel_init=torch_kernel_init,
         bias_init=torch_bias_init(fan_in),
         name=name,
+        **int8,
     )
 
 
@@ -87,17 +107,21 @@ class MLP(nn.Module):
     num_classes: int
     quant: QuantConfig = QuantConfig()
     hidden: Sequence[int] = (100,)
+    compute: str = "float32"
+    weight_format: Format = FULL
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         del train
         x = _flatten(x)
         for i, width in enumerate(self.hidden):
-            x = _dense(width, x.shape[-1], f"dense{i}")(x)
+            # the first layer reads raw inputs: float32
+            x = _dense(width, x.shape[-1], f"dense{i}", **_int8_fields(self, i > 0, True))(x)
             x = self.quant.layer(f"q_dense{i}")(x)
             x = nn.relu(x)
             x = self.quant.layer(f"q_relu{i}")(x)
-        return _dense(self.num_classes, x.shape[-1], "classifier")(x)
+        int8 = _int8_fields(self, bool(self.hidden), False)
+        return _dense(self.num_classes, x.shape[-1], "classifier", **int8)(x)
 
 
 class SmallCNN(nn.Module):
@@ -114,6 +138,8 @@ class SmallCNN(nn.Module):
     quant: QuantConfig = QuantConfig()
     channels: Sequence[int] = (32, 64)
     dense: int = 128
+    compute: str = "float32"
+    weight_format: Format = FULL
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -122,30 +148,34 @@ class SmallCNN(nn.Module):
             x = x[..., None]
         for i, ch in enumerate(self.channels):
             fan_in = 9 * x.shape[-1]
-            x = nn.Conv(
+            x = QuantConv(
                 ch,
                 (3, 3),
                 padding="VALID",
                 kernel_init=torch_kernel_init,
                 bias_init=torch_bias_init(fan_in),
                 name=f"conv{i}",
+                **_int8_fields(self, i > 0, True),  # conv0 reads raw pixels: float32
             )(x)
             x = self.quant.layer(f"q_conv{i}")(x)
             x = nn.relu(x)
             x = self.quant.layer(f"q_relu{i}")(x)
+        # max pooling keeps a subset of each example's values: still on its grid
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = _flatten(x)
-        x = _dense(self.dense, x.shape[-1], "dense")(x)
+        int8 = _int8_fields(self, bool(self.channels), True)
+        x = _dense(self.dense, x.shape[-1], "dense", **int8)(x)
         x = self.quant.layer("q_dense")(x)
         x = nn.relu(x)
         x = self.quant.layer("q_relu_dense")(x)
-        return _dense(self.num_classes, x.shape[-1], "classifier")(x)
+        return _dense(self.num_classes, x.shape[-1], "classifier",
+                      **_int8_fields(self, True, False))(x)
 
 
-def _conv(features: int, kernel: int, strides: int, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, strides: int, name: str, **int8: Any) -> nn.Conv:
     """A bias-free convolution padded like PyTorch's (``padding = kernel // 2``, symmetric)."""
     pad = kernel // 2
-    return nn.Conv(
+    return QuantConv(
         features,
         (kernel, kernel),
         strides=(strides, strides),
@@ -153,6 +183,7 @@ def _conv(features: int, kernel: int, strides: int, name: str) -> nn.Conv:
         use_bias=False,
         kernel_init=torch_kernel_init,
         name=name,
+        **int8,
     )
 
 
@@ -167,24 +198,34 @@ class BasicBlock(nn.Module):
     ``conv1 -> Q -> BN -> relu -> Q -> conv2 -> Q -> BN``, plus the shortcut (identity,
     or a 1×1 conv + BN when the shape changes), then ``add -> relu``. Three quantizers;
     the shortcut and the block output are unquantized.
+
+    With ``compute="int8"``, ``conv2`` (fed by ``Q``) runs in int8, and ``conv1`` and the
+    shortcut conv too when ``quantized_input`` says the block's input is a quantized
+    activation (the first block after the stem); otherwise their input is the unquantized
+    sum of the previous block and they stay float32.
     """
 
     features: int
     strides: int = 1
     quant: QuantConfig = QuantConfig()
+    compute: str = "float32"
+    weight_format: Format = FULL
+    quantized_input: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         q = self.quant
-        y = _conv(self.features, 3, self.strides, "conv1")(x)
+        qin = self.quantized_input
+        y = _conv(self.features, 3, self.strides, "conv1", **_int8_fields(self, qin, True))(x)
         y = q.layer("q_conv1")(y)
         y = nn.relu(_batch_norm(train, "bn1")(y))
         y = q.layer("q_relu1")(y)
-        y = _conv(self.features, 3, 1, "conv2")(y)
+        y = _conv(self.features, 3, 1, "conv2", **_int8_fields(self, True, True))(y)
         y = q.layer("q_conv2")(y)
         y = _batch_norm(train, "bn2")(y)
         if self.strides != 1 or x.shape[-1] != self.features:
-            shortcut = _conv(self.features, 1, self.strides, "shortcut_conv")(x)
+            shortcut = _conv(self.features, 1, self.strides, "shortcut_conv",
+                             **_int8_fields(self, qin, False))(x)
             shortcut = _batch_norm(train, "shortcut_bn")(shortcut)
         else:
             shortcut = x
@@ -209,11 +250,13 @@ class ResNet(nn.Module):
     widths: Sequence[int] = (64, 128, 256, 512)
     strides: Sequence[int] = (1, 2, 2, 2)
     pool_size: int = 4
+    compute: str = "float32"
+    weight_format: Format = FULL
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         q = self.quant
-        x = _conv(self.widths[0], 3, 1, "conv1")(x)
+        x = _conv(self.widths[0], 3, 1, "conv1")(x)  # the stem reads raw pixels: float32
         x = q.layer("q_conv1")(x)
         x = nn.relu(_batch_norm(train, "bn1")(x))
         x = q.layer("q_relu1")(x)
@@ -225,6 +268,9 @@ class ResNet(nn.Module):
                     width,
                     stride if j == 0 else 1,
                     q,
+                    compute=self.compute,
+                    weight_format=self.weight_format,
+                    quantized_input=(i, j) == (0, 0),  # fed by the stem's quantizer
                     name=f"layer{i + 1}_{j}",
                 )(x, train)
         p = self.pool_size
@@ -258,6 +304,8 @@ class LSTMClassifier(nn.Module):
     quant: QuantConfig = QuantConfig()
     embed_dim: int = 64
     hidden: int = 128
+    compute: str = "float32"
+    weight_format: Format = FULL
 
     @nn.compact
     def __call__(
@@ -269,7 +317,8 @@ class LSTMClassifier(nn.Module):
         rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True, name="lstm")
         (_, h_last), _ = rnn(h, seq_lengths=seq_lengths)
         h_last = self.quant.layer("q_lstm")(h_last)
-        return _dense(self.num_classes, self.hidden, "classifier")(h_last)
+        return _dense(self.num_classes, self.hidden, "classifier",
+                      **_int8_fields(self, True, False))(h_last)
 
 
 _REGISTRY: dict[str, type[nn.Module]] = {

@@ -361,3 +361,86 @@ def test_create_model_names():
     assert create_model("mlp", 5).quant == QuantConfig.full()
     with pytest.raises(ValueError, match="logreg, mlp, cnn, resnet18, lstm"):
         create_model("resnet50", 10)
+
+
+# --------------------------------------------------------------------------- compute="int8"
+
+from lpsampling.flax import MLP, SmallCNN, int8_products  # noqa: E402
+
+_W8, _A8 = lps.BlockFloatingPoint(8, axis=-1), lps.BlockFloatingPoint(8, axis=0)
+_FX_W, _FX_A, _FX_E = lps.FixedPoint(8, 6), lps.FixedPoint(8, 4), lps.FixedPoint(8, 8)
+_MINI = dict(stage_sizes=(1, 1), widths=(8, 16), strides=(1, 2), pool_size=4)
+
+
+def _int8_models(quant):
+    return [("mlp", MLP(10, quant, hidden=(32, 16)), jnp.linspace(-1, 1, 4 * 64).reshape(4, 64)),
+            ("cnn", SmallCNN(10, quant, channels=(4, 8), dense=16),
+             jax.random.normal(jax.random.key(0), (4, 8, 8, 1))),
+            ("resnet", ResNet(10, quant, **_MINI),
+             jax.random.normal(jax.random.key(0), (2, 8, 8, 3)))]
+
+
+def _grid_variables(model, x, wfmt):
+    v = model.init({"params": jax.random.key(1), "quantize": jax.random.key(2)}, x,
+                   train=False)
+    return {**v, "params": lps.quantize_tree(v["params"], wfmt, rounding="nearest")}
+
+
+@pytest.mark.parametrize("formats", [(_W8, _A8, _A8), (_FX_W, _FX_A, _FX_E)],
+                         ids=["bfp8", "fixed8-all"])
+def test_models_int8_match_the_simulated_path(formats):
+    """Forward outputs agree to float32 rounding (int8: exact products rounded once;
+    simulated: float32 sums); gradients too. Stochastic rounding with the same key draws
+    the same bits in both, so the quantized activations agree wherever the pre-activations
+    do; the tolerance allows for rare flips of a rounding decision."""
+    wfmt, afmt, efmt = formats
+    quant = QuantConfig(afmt, efmt, "nearest")
+    for name, model, x in _int8_models(quant):
+        v = _grid_variables(model, x, wfmt)
+        m8 = model.clone(compute="int8", weight_format=wfmt)
+
+        def run(params, m, v=v, x=x):
+            def loss(p):
+                y = m.apply({**v, "params": p}, x, train=False)
+                return jnp.sum(y ** 2), y
+            return jax.grad(loss, has_aux=True)(params)
+
+        (g, y), (g8, y8) = (jax.jit(run, static_argnums=1)(v["params"], m)
+                            for m in (model, m8))
+        scale = float(jnp.abs(y).max())
+        np.testing.assert_allclose(y8, y, rtol=0, atol=1e-3 * scale, err_msg=name)
+        for a, b in zip(jax.tree.leaves(g8), jax.tree.leaves(g), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-2 * float(jnp.abs(b).max()) + 1e-6,
+                                       err_msg=name)
+
+
+def test_models_report_their_int8_products():
+    quant = QuantConfig(_A8, _A8)
+    x = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)  # traced only (batch 1 would make
+    # per-example blocks whole-tensor ones, whose backward products factor)
+    prods = int8_products(ResNet18(10, quant, pool_size=1, compute="int8", weight_format=_W8),
+                          x, train=False)
+    int8 = [p.name for p in prods if p.forward == "int8"]
+    # fed by a quantizer: the first block's conv1 (after the stem's Q) and every conv2
+    assert int8 == ["layer1_0/conv1"] + [f"layer{i}_{j}/conv2" for i in range(1, 5)
+                                         for j in range(2)]
+    assert len(prods) == 1 + 16 + 3 + 1  # stem, block convs, shortcut convs, classifier
+    assert all(p.dx == p.dw == "float32" for p in prods)  # per-example / per-filter blocks
+    fx = QuantConfig(_FX_A, _FX_E)
+    prods = int8_products(MLP(10, fx, hidden=(16, 16), compute="int8", weight_format=_FX_W),
+                          jnp.zeros((2, 8)), train=False)
+    assert [(p.name, p.forward, p.dx, p.dw) for p in prods] == [
+        ("dense0", "float32", "float32", "float32"), ("dense1", "int8", "int8", "int8"),
+        ("classifier", "int8", "float32", "float32")]  # the logits' error is not quantized
+    # float32 compute: the same layers, all float32, and the same outputs as before
+    assert all(p.forward == "float32" for p in int8_products(
+        ResNet(10, quant, **_MINI), x, train=False))
+
+
+def test_models_int8_refuse_unquantized_activations():
+    model = MLP(10, QuantConfig(), compute="int8", weight_format=_FX_W)
+    with pytest.raises(ValueError, match="input_format FULL cannot run in int8"):
+        model.init(jax.random.key(0), jnp.zeros((2, 8)), train=False)
+    with pytest.raises(ValueError, match="compute must be one of"):
+        MLP(10, QuantConfig.uniform(_A8), compute="int4").init(
+            jax.random.key(0), jnp.zeros((2, 8)), train=False)
