@@ -99,12 +99,6 @@ def _linear(fan_in: int, features: int, rngs: nnx.Rngs,
                       bias_init=torch_bias_init(fan_in), rngs=rngs, **(int8 or {}))
 
 
-def _unquantized_output(int8: dict[str, Any]) -> dict[str, Any]:
-    """The int8 fields of a layer that no quantizer follows (the classifier, the ResNet
-    shortcut): its output's cotangent is not on the error grid."""
-    return dict(int8, error_format=FULL)
-
-
 def _flatten(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0], -1))
 
@@ -124,11 +118,11 @@ class _QuantModel(nnx.Module):
                                           type(self).__name__))
         return quant
 
-    def _init_compute(self, compute: str, weight_format: Format) -> dict[str, Any]:
-        """The int8 fields of the model's dense/conv layers (:class:`QuantDense`)."""
+    def _init_compute(self, compute: str, weight_format: Format) -> None:
         check_compute(compute)
         check_format(weight_format, "weight_format")
         self.compute = compute
+        self.weight_format = weight_format
         if compute == "int8" and (self.quant.activation_format.is_identity
                                   or weight_format.is_identity):
             raise ValueError(
@@ -136,9 +130,17 @@ class _QuantModel(nnx.Module):
                 "quant.activation_format (the layers' inputs) and weight_format (the "
                 f"sampler's weight grid); got {self.quant.activation_format!r} and "
                 f"{weight_format!r}")
-        return dict(compute=compute, weight_format=weight_format,
-                    input_format=self.quant.activation_format,
-                    error_format=self.quant.error_format)
+
+    def _int8(self, quantized_input: bool, quantized_error: bool) -> dict[str, Any]:
+        """The :class:`QuantDense` / :class:`QuantConv` fields of a layer, as the Linen
+        twin's: int8 where ``compute="int8"`` and the layer's input is a quantized
+        activation; the error format where the layer's output goes into a quantizer."""
+        if self.compute == "float32" or not quantized_input:
+            return {}
+        q = self.quant
+        return dict(compute="int8", weight_format=self.weight_format,
+                    input_format=q.activation_format,
+                    error_format=q.error_format if quantized_error else FULL)
 
     def _quantizer(self) -> Quantize:
         # The model hands each quantizer its key; the layer keeps no stream of its own.
@@ -193,12 +195,13 @@ class MLP(_QuantModel):
       num_classes: number of logits.
       hidden: widths of the hidden layers.
       quant: activation/error quantization (default: none).
-      compute: ``"float32"`` (the default: the simulated low-precision path, equal to the
-        Linen twin) or ``"int8"``: every dense/conv layer is a :class:`QuantDense` /
-        :class:`QuantConv` multiplying int8 codes; its input is rounded to nearest onto
-        ``quant.activation_format`` (the identity after a quantizer; the first layer's
-        input and the ResNet's unquantized block inputs are rounded too) and its kernel
-        onto ``weight_format``; the backward products run in int8 where they factor.
+      compute: ``"float32"`` (the default: the simulated low-precision path) or
+        ``"int8"``: as in the Linen twin, every dense/conv layer whose input is a
+        quantized activation multiplies int8 codes (:class:`QuantDense` /
+        :class:`QuantConv`, kernel on ``weight_format``, input on
+        ``quant.activation_format``); layers reading raw inputs or unquantized sums stay
+        float32; layers followed by a quantizer take its error format, so their backward
+        products run in int8 where the exponents factor.
       weight_format: the sampler's weight grid (needed by ``compute="int8"``).
       rngs: ``"params"`` for the weights; ``"quantize"`` (or ``"default"``) seeds the
         model's key stream when ``quant.needs_rng``.
@@ -209,16 +212,17 @@ class MLP(_QuantModel):
                  weight_format: Format = FULL, rngs: nnx.Rngs):
         _check_rngs(rngs, "MLP")
         self._init_quant(quant, rngs)
-        int8 = self._init_compute(compute, weight_format)
+        self._init_compute(compute, weight_format)
         self.hidden = _positive_ints("hidden", hidden)
         fan_in = positive_int("in_features", in_features)
         for i, width in enumerate(self.hidden):
-            setattr(self, f"dense{i}", _linear(fan_in, width, rngs, int8))
+            # the first layer reads raw inputs: float32
+            setattr(self, f"dense{i}", _linear(fan_in, width, rngs, self._int8(i > 0, True)))
             setattr(self, f"q_dense{i}", self._quantizer())
             setattr(self, f"q_relu{i}", self._quantizer())
             fan_in = width
         self.classifier = _linear(fan_in, positive_int("num_classes", num_classes), rngs,
-                                  _unquantized_output(int8))
+                                  self._int8(bool(self.hidden), False))
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
                  rngs: RngsLike | None = None) -> jax.Array:
@@ -265,14 +269,15 @@ class SmallCNN(_QuantModel):
                  weight_format: Format = FULL, rngs: nnx.Rngs):
         _check_rngs(rngs, "SmallCNN")
         self._init_quant(quant, rngs)
-        int8 = self._init_compute(compute, weight_format)
+        self._init_compute(compute, weight_format)
         height, width, in_ch = _image_shape(input_shape, "SmallCNN")
         self.channels = _positive_ints("channels", channels)
         for i, ch in enumerate(self.channels):
             fan_in = 9 * in_ch
             setattr(self, f"conv{i}", QuantConv(
                 in_ch, ch, (3, 3), padding="VALID", kernel_init=torch_kernel_init,
-                bias_init=torch_bias_init(fan_in), rngs=rngs, **int8))
+                bias_init=torch_bias_init(fan_in), rngs=rngs,
+                **self._int8(i > 0, True)))  # conv0 reads raw pixels: float32
             setattr(self, f"q_conv{i}", self._quantizer())
             setattr(self, f"q_relu{i}", self._quantizer())
             in_ch, height, width = ch, height - 2, width - 2
@@ -281,12 +286,13 @@ class SmallCNN(_QuantModel):
             raise ValueError(f"SmallCNN: input_shape {tuple(input_shape)} is too small; "
                              "it needs at least 6×6 pixels")
         fan_in = height * width * in_ch
-        self.dense = _linear(fan_in, positive_int("dense", dense), rngs, int8)
+        self.dense = _linear(fan_in, positive_int("dense", dense), rngs,
+                             self._int8(bool(self.channels), True))
         self.q_dense = self._quantizer()
         self.q_relu_dense = self._quantizer()
         self.classifier = _linear(self.dense.out_features,
                                   positive_int("num_classes", num_classes), rngs,
-                                  _unquantized_output(int8))
+                                  self._int8(True, False))
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
                  rngs: RngsLike | None = None) -> jax.Array:
@@ -336,28 +342,33 @@ class BasicBlock(_QuantModel):
       features: output channels.
       strides: stride of ``conv1`` and of the projection shortcut.
       quant, compute, weight_format, rngs: as for :class:`MLP`.
+      quantized_input: whether the block's input is a quantized activation (then
+        ``conv1`` and the shortcut conv run in int8 too with ``compute="int8"``; in the
+        ResNet, the first block after the stem).
     """
 
     def __init__(self, in_features: int, features: int, strides: int = 1, *,
                  quant: QuantConfig | None = None, compute: str = "float32",
-                 weight_format: Format = FULL, rngs: nnx.Rngs, _own_stream: bool = True):
+                 weight_format: Format = FULL, quantized_input: bool = False, rngs: nnx.Rngs,
+                 _own_stream: bool = True):
         _check_rngs(rngs, "BasicBlock")
         self._init_quant(quant, rngs, _own_stream)
-        int8 = self._init_compute(compute, weight_format)
+        self._init_compute(compute, weight_format)
+        qin = self.quantized_input = bool(quantized_input)
         in_features = positive_int("in_features", in_features)
         features = positive_int("features", features)
         strides = positive_int("strides", strides)
-        self.conv1 = _conv(in_features, features, 3, strides, rngs, int8)
+        self.conv1 = _conv(in_features, features, 3, strides, rngs, self._int8(qin, True))
         self.q_conv1 = self._quantizer()
         self.bn1 = _batch_norm(features, rngs)
         self.q_relu1 = self._quantizer()
-        self.conv2 = _conv(features, features, 3, 1, rngs, int8)
+        self.conv2 = _conv(features, features, 3, 1, rngs, self._int8(True, True))
         self.q_conv2 = self._quantizer()
         self.bn2 = _batch_norm(features, rngs)
         self.projection = strides != 1 or in_features != features
         if self.projection:
             self.shortcut_conv = _conv(in_features, features, 1, strides, rngs,
-                                       _unquantized_output(int8))
+                                       self._int8(qin, False))
             self.shortcut_bn = _batch_norm(features, rngs)
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
@@ -403,7 +414,7 @@ class ResNet(_QuantModel):
         name = type(self).__name__
         _check_rngs(rngs, name)
         quant = self._init_quant(quant, rngs)
-        int8 = self._init_compute(compute, weight_format)
+        self._init_compute(compute, weight_format)
         height, width, in_ch = _image_shape(input_shape, name)
         stage_sizes = _positive_ints("stage_sizes", stage_sizes)
         widths = _positive_ints("widths", widths)
@@ -412,7 +423,7 @@ class ResNet(_QuantModel):
             raise ValueError(f"{name}: stage_sizes, widths and strides must have the same "
                              f"length, got {len(stage_sizes)}, {len(widths)}, {len(strides)}")
         self.pool_size = positive_int("pool_size", pool_size)
-        self.conv1 = _conv(in_ch, widths[0], 3, 1, rngs, int8)
+        self.conv1 = _conv(in_ch, widths[0], 3, 1, rngs, {})  # raw pixels: float32
         self.q_conv1 = self._quantizer()
         self.bn1 = _batch_norm(widths[0], rngs)
         self.q_relu1 = self._quantizer()
@@ -425,7 +436,8 @@ class ResNet(_QuantModel):
                 # Keys come from the ResNet (one per pass): the blocks keep no stream.
                 setattr(self, block_name, BasicBlock(
                     in_ch, w, stride, quant=quant, compute=compute,
-                    weight_format=weight_format, rngs=rngs, _own_stream=False))
+                    weight_format=weight_format, rngs=rngs, _own_stream=False,
+                    quantized_input=(i, j) == (0, 0)))  # fed by the stem's quantizer
                 blocks.append(block_name)
                 in_ch = w
                 height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
@@ -434,9 +446,8 @@ class ResNet(_QuantModel):
         if height < 1 or width < 1:
             raise ValueError(f"{name}: input_shape {tuple(input_shape)} is too small for "
                              f"pool_size {self.pool_size} after strides {strides}")
-        self.classifier = _linear(height * width * in_ch,
-                                  positive_int("num_classes", num_classes), rngs,
-                                  _unquantized_output(int8))
+        self.classifier = _linear(height * width * in_ch,  # after the pool: float32
+                                  positive_int("num_classes", num_classes), rngs)
 
     def __call__(self, x: jax.Array, train: bool | None = None, *,
                  rngs: RngsLike | None = None) -> jax.Array:

@@ -12,11 +12,19 @@ from flax import nnx
 from flax.core.scope import LazyRng
 
 import lpsampling as lps
-from lpsampling.flax import QuantConfig, ResNet, ResNet18, create_model, quantize_calls
+from lpsampling.flax import (
+    QuantConfig,
+    ResNet,
+    ResNet18,
+    create_model,
+    int8_products,
+    quantize_calls,
+)
 from lpsampling.flax import nnx as lnnx
 
 BFP = QuantConfig.uniform(lps.BlockFloatingPoint(8, axis=0))
-FIXED = QuantConfig.uniform(lps.FixedPoint(8, 4))  # stochastic
+FX8 = lps.FixedPoint(8, 4)
+FIXED = QuantConfig.uniform(FX8)  # stochastic
 FIXED_NEAREST = QuantConfig.uniform(lps.FixedPoint(8, 4), "nearest")
 QUANT_IDS = {id(BFP): "bfp8", id(FIXED): "fixed8", id(FIXED_NEAREST): "fixed8-nearest"}
 
@@ -34,19 +42,20 @@ X16 = jax.random.normal(jax.random.key(5), (4, 16, 16, 3))
 Y = jax.random.normal(jax.random.key(6), (4, 3))  # cotangent of the logits
 
 
-def pair(name, quant):
+def pair(name, quant, compute="float32"):
     """(Linen twin, NNX model, input) of one architecture."""
     r = nnx.Rngs(0)
+    kw = dict(compute=compute, weight_format=FX8) if compute == "int8" else {}
     if name == "logreg":
         return create_model("logreg", 3, quant), lnnx.LogisticRegression(64, 3, rngs=r), X8
     if name == "mlp":
-        return (create_model("mlp", 3, quant, hidden=(16, 8)),
-                lnnx.MLP(64, 3, hidden=(16, 8), quant=quant, rngs=r), X8)
+        return (create_model("mlp", 3, quant, hidden=(16, 8), **kw),
+                lnnx.MLP(64, 3, hidden=(16, 8), quant=quant, rngs=r, **kw), X8)
     if name == "cnn":
-        return (create_model("cnn", 3, quant, dense=16),
-                lnnx.SmallCNN((8, 8, 1), 3, dense=16, quant=quant, rngs=r), X8)
-    return (ResNet(3, quant, **TINY),
-            lnnx.ResNet((16, 16, 3), 3, quant=quant, rngs=r, **TINY), X16)
+        return (create_model("cnn", 3, quant, dense=16, **kw),
+                lnnx.SmallCNN((8, 8, 1), 3, dense=16, quant=quant, rngs=r, **kw), X8)
+    return (ResNet(3, quant, **TINY, **kw),
+            lnnx.ResNet((16, 16, 3), 3, quant=quant, rngs=r, **TINY, **kw), X16)
 
 
 def assert_trees_equal(a, b):
@@ -85,20 +94,24 @@ def nnx_run(model, x, train, compiled):
 # differently (seen: 1 ulp), so the BatchNorm model runs eagerly; the others compiled
 # (faster than dispatching every rounding op). Stochastic fixed point in the conv nets:
 # block floating point's rounding has many more ops, and the op under test is the same.
+# With compute="int8" (the dense/conv layers fed by quantizers multiply int8 codes, as in
+# the Linen twins) the products are the shared primitive's on both sides.
 CASES = [
-    ("logreg", BFP, False),
-    ("mlp", BFP, True),
-    ("mlp", FIXED_NEAREST, True),
-    ("cnn", FIXED, True),
-    ("resnet", FIXED, False),
+    ("logreg", BFP, False, "float32"),
+    ("mlp", BFP, True, "float32"),
+    ("mlp", FIXED_NEAREST, True, "float32"),
+    ("cnn", FIXED, True, "float32"),
+    ("resnet", FIXED, False, "float32"),
+    ("mlp", FIXED, True, "int8"),
+    ("resnet", FIXED_NEAREST, False, "int8"),
 ]
 
 
-@pytest.mark.parametrize("name,quant,compiled", CASES,
-                         ids=[f"{n}-{QUANT_IDS[id(q)]}-{'jit' if c else 'eager'}"
-                              for n, q, c in CASES])
-def test_equal_to_linen_twin(name, quant, compiled):
-    linen, model, x = pair(name, quant)
+@pytest.mark.parametrize("name,quant,compiled,compute", CASES,
+                         ids=[f"{n}-{QUANT_IDS[id(q)]}-{'jit' if c else 'eager'}-{m}"
+                              for n, q, c, m in CASES])
+def test_equal_to_linen_twin(name, quant, compiled, compute):
+    linen, model, x = pair(name, quant, compute)
     variables = linen.init({"params": jax.random.key(0), "quantize": rbg(1)}, x,
                            train=False)
     lnnx.load_linen_variables(model, variables)
@@ -229,27 +242,47 @@ def test_load_linen_variables_checks_the_tree():
         lnnx.load_linen_variables(model, [variables])
 
 
-def test_compute_int8_multiplies_codes_and_matches_float_on_the_grid():
-    """``compute="int8"``: the same weights, with every dense layer's input and kernel on
-    their grids, give the float model's logits up to float32 summation error (the int8
-    product is exact then rounded once; float32 rounds at each of the <= 64 additions of
-    values below 2**4, so 1e-4 absolute is a generous bound), and the products are int8."""
-    fx = lps.FixedPoint(8, 4)
-    quant = QuantConfig.uniform(fx, "nearest")
-    x = lps.quantize(X8, fx, rounding="nearest")
-    f32 = lnnx.MLP(64, 3, hidden=(16,), quant=quant, rngs=nnx.Rngs(0))
-    i8 = lnnx.MLP(64, 3, hidden=(16,), quant=quant, compute="int8", weight_format=fx,
-                  rngs=nnx.Rngs(0))
-    on_grid = lps.quantize_tree(nnx.state(f32, nnx.Param), fx, rounding="nearest")
-    nnx.update(f32, on_grid)
-    nnx.update(i8, on_grid)
-    np.testing.assert_allclose(i8(x), f32(x), atol=1e-4)
-    assert "preferred_element_type=int32" in str(jax.make_jaxpr(lambda v: i8(v))(x))
-    grads = nnx.grad(lambda m: jnp.sum(m(x) * Y))(i8)
-    ref = nnx.grad(lambda m: jnp.sum(m(x) * Y))(f32)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3),
-                 nnx.to_pure_dict(grads), nnx.to_pure_dict(ref))
-    assert i8.compute == "int8" and i8.dense0.compute == "int8"
+def _module(model, path):
+    for name in path:
+        model = getattr(model, name)
+    return model
+
+
+def _linen_layers(linen, x):
+    """path -> (compute, input, weight, error format) of each Linen QuantDense/QuantConv."""
+    import flax.linen as nn
+
+    found = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        m = context.module
+        if context.method_name == "__call__" and hasattr(m, "input_format"):
+            found.setdefault(tuple(m.path), (m.compute, m.input_format, m.weight_format,
+                                             m.error_format))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda: linen.init({"params": jax.random.key(0), "quantize": rbg(1)},
+                                          x, train=False))
+    return found
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_compute_int8_where_the_linen_twin_computes_int8(name):
+    linen, model, x = pair(name, FIXED, "int8")
+    layers = _linen_layers(linen, x)
+    assert {f[0] for f in layers.values()} == {"float32", "int8"}  # stems stay float32
+    assert set(layers) == {p.path for p in int8_products(linen, x, train=False)}
+    for path, (compute, fin, fw, fe) in layers.items():
+        layer = model
+        for part in path:
+            layer = getattr(layer, part)
+        assert layer.compute == compute, path
+        if compute == "int8":
+            assert (layer.input_format, layer.weight_format, layer.error_format) == (
+                fin, fw, fe), path
+    assert "preferred_element_type=int32" in str(jax.make_jaxpr(
+        lambda v: model(v, False, rngs=KEY))(x))
 
 
 def test_compute_int8_needs_grids():
@@ -257,9 +290,5 @@ def test_compute_int8_needs_grids():
         lnnx.MLP(64, 3, compute="int8", weight_format=lps.FixedPoint(8, 4), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="compute"):
         lnnx.SmallCNN((8, 8), 3, compute="int4", rngs=nnx.Rngs(0))
-    cnn = lnnx.SmallCNN((8, 8), 3, quant=FIXED, compute="int8",
-                        weight_format=lps.FixedPoint(8, 4), rngs=nnx.Rngs(0))
-    assert cnn.conv0.compute == "int8" and cnn.classifier.compute == "int8"
-    resnet = lnnx.ResNet((16, 16, 3), 3, quant=FIXED, compute="int8",
-                         weight_format=lps.FixedPoint(8, 4), rngs=nnx.Rngs(0), **TINY)
-    assert resnet.layer2_0.shortcut_conv.compute == "int8"
+    with pytest.raises(ValueError, match="8-bit grids"):
+        lnnx.ResNet((16, 16, 3), 3, quant=FIXED, compute="int8", rngs=nnx.Rngs(0), **TINY)
