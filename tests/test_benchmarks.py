@@ -87,6 +87,13 @@ def test_gpu_resnet_step_quick(capsys):
     assert "| FP SGLD |" in out and "ratio to FP SGLD" in out
 
 
+def test_bench_nnx_quick(capsys):
+    mod = load("bench_nnx")
+    assert mod.main(["--steps", "1", "--rounds", "1", "--models", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "| mlp |" in out and "nnx.jit / linen" in out
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not found")
 def test_gpu_check_script_parses():
     script = BENCH / "gpu_check.sh"

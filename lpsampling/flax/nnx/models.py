@@ -11,7 +11,9 @@ Call a model as ``model(x)`` (or ``model(x, train)``, as the Linen twins); it re
 logits ``(batch, num_classes)``. ``train`` selects BatchNorm's batch or running statistics;
 ``None`` (the default) follows the module's mode, set with ``model.train()`` /
 ``model.eval()``. Only the ResNets have state besides their parameters
-(``nnx.BatchStat``, full precision).
+(``nnx.BatchStat``, full precision). ``compute="int8"`` (with the sampler's
+``weight_format``) makes the dense/conv layers fed by quantizers multiply int8 codes, where
+the Linen twins do (:class:`~lpsampling.flax.nnx.QuantDense`, :mod:`lpsampling.int8`).
 
 **Keys.** A model whose :class:`~lpsampling.flax.QuantConfig` rounds stochastically
 (``quant.needs_rng``) forks a ``"quantize"`` stream from the constructor's ``rngs`` and
