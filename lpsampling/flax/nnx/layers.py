@@ -49,11 +49,11 @@ def _fork_stream(
 ) -> nnx.RngStream | None:
     """The stream a layer keeps: a fork of ``rngs``' ``collection`` stream when the layer
     will draw keys, else None (a layer that never draws consumes nothing at build time)."""
-    if rngs is None or not needed:
-        return None
-    if not isinstance(rngs, (nnx.Rngs, nnx.RngStream)):
+    if rngs is not None and not isinstance(rngs, (nnx.Rngs, nnx.RngStream)):
         raise TypeError(f"{name}: rngs must be an nnx.Rngs, an nnx.RngStream or None, "
                         f"got {type(rngs).__name__}")
+    if rngs is None or not needed:
+        return None
     return _stream(rngs, collection).fork()
 
 

@@ -13,6 +13,7 @@ from flax import nnx
 
 from lpsampling import bank as sample_bank
 from lpsampling import metrics
+from lpsampling.validation import prng_key
 
 __all__ = ["predict_bma"]
 
@@ -63,6 +64,8 @@ def predict_bma(
       ValueError: the bank is empty, or ``stats_bank`` holds another number of samples.
       TypeError: a bank is not an ``lps.bank.SampleBank``.
     """
+    if key is not None:
+        prng_key("key", key)
     held = _check_bank("bank", bank)
     if held == 0:
         raise ValueError("the sample bank is empty: add samples with lps.bank.add first")

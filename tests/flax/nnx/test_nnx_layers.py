@@ -110,6 +110,8 @@ def test_bad_arguments():
         Quantize(FIXED, FIXED, rngs=jax.random.key(0))
     with pytest.raises(TypeError, match="rngs must be"):
         Quantize(FIXED, FIXED)(X, rngs=3)
+    with pytest.raises(TypeError, match="rngs must be"):
+        Quantize(rngs=0)  # refused even where no stream would be kept
     with pytest.raises(TypeError, match="floating-point"):
         Quantize(FIXED, FIXED, "nearest")(jnp.ones((2,), jnp.int32))
 

@@ -169,3 +169,5 @@ def test_predict_bma_checks():
         lnnx.predict_bma(model, empty, X)
     with pytest.raises(TypeError, match="SampleBank"):
         lnnx.predict_bma(model, nnx.state(model, nnx.Param), X)
+    with pytest.raises((TypeError, ValueError), match="key"):
+        lnnx.predict_bma(model, empty, X, key=3)
