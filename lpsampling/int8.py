@@ -86,7 +86,13 @@ from lpsampling.formats import (
     round_scaled,
     scale_pow2,
 )
-from lpsampling.formats._core import _float_to_int_codes
+from lpsampling.formats._core import (
+    _F32_MAX,
+    _F32_MIN_NORMAL_EXP,
+    _float_to_int_codes,
+    float_exponent,
+)
+from lpsampling.formats.block import _block_expand, _block_reduce_max
 from lpsampling.quantize import check_float_array
 
 __all__ = [
@@ -94,6 +100,7 @@ __all__ = [
     "CONV_DIMENSION_NUMBERS",
     "Int8Operand",
     "check_int8",
+    "check_int8_word",
     "int8_capable",
     "encode_int8",
     "int8_matmul",
@@ -180,6 +187,13 @@ def _check_word(fmt: Format, name: str, shape: Sequence[int] | None = None) -> N
         "BlockFloatingPoint(wl<=8) have integer codes with a power-of-two scale")
 
 
+def check_int8_word(fmt: Format, name: str = "format") -> None:
+    """Raise ``ValueError`` (naming ``name``) unless ``fmt`` has int8 codes with a
+    power-of-two scale: clamped ``FixedPoint(wl <= 8)`` or ``BlockFloatingPoint(wl <= 8)``
+    without ``block_size`` (the block layout is checked per product by :func:`check_int8`)."""
+    _check_word(fmt, name)
+
+
 def _exponent_dims(fmt: Format, shape: Sequence[int]) -> tuple[int, ...]:
     """The axes of a tensor of ``shape`` along which ``fmt``'s exponent varies."""
     if isinstance(fmt, FixedPoint):
@@ -245,12 +259,21 @@ def encode_int8(x: jax.Array, fmt: Format) -> Int8Operand:
     codes equal :meth:`~lpsampling.formats.Format.encode` of
     ``quantize(x, fmt, rounding="nearest")`` (as :func:`lpsampling.storage.pack` stores
     them; tested), in one reduction and one elementwise pass. ``fmt`` must be 8-bit fixed
-    point or block floating point without ``block_size``. NaN gets code 0 (the products
-    turn NaN operands into NaN results separately).
+    point or block floating point without ``block_size``. NaN gets code 0, and a block
+    holding NaN an unspecified exponent (the products turn NaN operands into NaN results
+    separately).
     """
     _check_word(fmt, "fmt")
     x = check_float_array(x).astype(jnp.float32)
-    k = jnp.asarray(fmt.grid_exponent(x), jnp.int32)
+    if isinstance(fmt, FixedPoint):
+        k = jnp.asarray(fmt.grid_exponent(x), jnp.int32)
+    else:
+        # BlockFloatingPoint.grid_exponent without its NaN-masking pass (a sum and a
+        # cond, as costly as the encoding itself): the products turn a NaN operand into
+        # a NaN result anyway, so a block holding NaN may get any exponent here.
+        m = jnp.minimum(_block_reduce_max(jnp.abs(x), fmt), _F32_MAX)
+        e = _block_expand(float_exponent(m), x.shape, fmt)
+        k = jnp.where(e < _F32_MIN_NORMAL_EXP, NO_GRID, e + 2 - fmt.wl)
     if isinstance(fmt, FixedPoint):
         lo, hi = fmt.min_code, fmt.max_code
     else:

@@ -200,6 +200,7 @@ def _sigint_deferred() -> Iterator[None]:
 
 def _config_mismatch(saved: Mapping[str, Any], config: RunConfig) -> list[str]:
     now = config.training_dict()
+    saved = {"compute": "float32", **saved}  # checkpoints from before the compute option
     keys = sorted(set(saved) | set(now))
     return [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}"
             for k in keys if saved.get(k) != now.get(k)]

@@ -53,6 +53,9 @@ _CONFIG_FLAGS = [
     ("--data-dir", "data_dir", str, "directory holding the dataset files"),
     ("--model", "model", str,
      "logreg | mlp | cnn | resnet18 | resnet-mini | lstm (default: per dataset)"),
+    ("--compute", "compute", str,
+     "float32 (default: the simulated low-precision path) | int8: layers fed by quantized "
+     "activations multiply 8-bit codes as int8 (needs 8-bit weights and activations: bfp8)"),
     ("--epochs", "epochs", int, "training epochs"),
     ("--batch-size", "batch_size", int, "minibatch size"),
     ("--lr", "lr", float, "step size on the mean minibatch loss (initial value)"),
@@ -209,6 +212,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from lpsampling.experiments.grid import compare
 
+    # --compute applies to the low-precision rows; the base (and FP32 rows) run in float32
+    compute = args.compute
+    args.compute = None
     base = _config_from_args(args)
     out_dir = args.out_dir or f"runs/compare-{base.dataset}"
     check_writable(out_dir, directory=True, flag="--out-dir")
@@ -220,7 +226,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                if args.methods else None)
     t0 = time.perf_counter()
     res = compare(base, formats=formats, methods=methods, seeds=args.seeds,
-                  out_dir=out_dir, progress=args.progress)
+                  out_dir=out_dir, progress=args.progress, compute=compute)
     print()
     print(res["table"])
     print(f"wrote {out_dir}/table.md, results.json, reliability.png "

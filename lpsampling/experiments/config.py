@@ -20,6 +20,8 @@ from lpsampling.experiments.registry import (
     get_schedule,
     method_label,
 )
+from lpsampling.flax.layers import check_compute
+from lpsampling.int8 import check_int8_word
 from lpsampling.validation import (
     ArgumentTypeError,
     finite_float,
@@ -55,6 +57,11 @@ class RunConfig:
       model: one of :data:`~lpsampling.experiments.registry.MODEL_NAMES`.
       method: one of :data:`~lpsampling.experiments.registry.METHODS`.
       format: a name accepted by :func:`~lpsampling.experiments.registry.get_format`.
+      compute: ``"float32"`` (the simulated low-precision path) or ``"int8"``: the layers
+        whose input is a quantized activation multiply 8-bit codes as int8 with int32
+        accumulation (:mod:`lpsampling.int8`); needs a format with 8-bit weights and
+        activations (``bfp8``; ``fp32`` and ``fixed8`` keep activations in float32) and a
+        model with such a layer (not ``logreg``).
       epochs: training epochs.
       batch_size: minibatch size (the last incomplete batch of an epoch is dropped).
       lr: step size ``η`` on the mean minibatch loss (initial value for schedules).
@@ -87,6 +94,7 @@ class RunConfig:
     model: str = "mlp"
     method: str = "sgld"
     format: str = "fp32"
+    compute: str = "float32"
     epochs: int = 60
     batch_size: int = 64
     lr: float = 0.5
@@ -125,6 +133,7 @@ class RunConfig:
         self._set("method_spec", spec)
         self._set("format", fspec.name)
         self._set("format_spec", fspec)
+        self._check_compute()
         if fspec.is_full and spec.fp_label is None:
             raise ValueError(
                 f"method {spec.name!r} ({spec.lp_label}) needs a low-precision format "
@@ -142,6 +151,26 @@ class RunConfig:
                              f"(csgld, csgld-f, vc-csgldlp-l, csgldlp-l); method "
                              f"{spec.name!r} takes 'constant' or 'decay'")
         self._set("schedule", sched)
+
+    def _check_compute(self) -> None:
+        self._set("compute", check_compute(self.compute))
+        if self.compute != "int8":
+            return
+        if self.model == "logreg":
+            raise ValueError("compute='int8': model 'logreg' has no product whose input is a "
+                             "quantized activation (its one layer reads the raw inputs); use "
+                             "compute='float32'")
+        f = self.format_spec
+        for role, fmt in (("activations", f.activation), ("weights", f.weight)):
+            if fmt.is_identity:
+                raise ValueError(
+                    f"compute='int8' needs 8-bit {role}, but format {self.format!r} keeps its "
+                    f"{role} in float32, so no product has two 8-bit operands; use a format "
+                    "with 8-bit weights and activations (bfp8) or compute='float32'")
+            try:
+                check_int8_word(fmt, role)
+            except ValueError as err:
+                raise ValueError(f"compute='int8' with format {self.format!r}: {err}") from None
 
     def _check_numbers(self) -> None:
         for name in ("epochs", "batch_size", "num_cycles", "num_bins", "eval_batch_size"):

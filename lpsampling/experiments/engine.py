@@ -107,12 +107,19 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def build_model(name: str, num_classes: int, quant: QuantConfig,
-                input_shape: tuple[int, ...], vocab_size: int | None):
-    """The Flax model of a model name (:data:`~lpsampling.experiments.registry.MODEL_NAMES`)."""
+                input_shape: tuple[int, ...], vocab_size: int | None,
+                compute: str = "float32", weight_format: Format = FULL):
+    """The Flax model of a model name (:data:`~lpsampling.experiments.registry.MODEL_NAMES`).
+
+    ``compute="int8"`` (with the weights' ``weight_format``) multiplies the layers whose
+    input is a quantized activation in int8 (:mod:`lpsampling.int8`)."""
+    kw: dict[str, Any] = {}
+    if compute == "int8":
+        kw = dict(compute=compute, weight_format=weight_format)
     if name == "lstm":
         if vocab_size is None:
             raise ValueError("model 'lstm' needs a text dataset (imdb)")
-        return create_model("lstm", num_classes, quant, vocab_size=vocab_size)
+        return create_model("lstm", num_classes, quant, vocab_size=vocab_size, **kw)
     if len(input_shape) != 3 and name in ("cnn", "resnet18", "resnet-mini"):
         raise ValueError(f"model {name!r} needs image inputs (H, W, C), got examples of "
                          f"shape {input_shape}")
@@ -122,10 +129,10 @@ def build_model(name: str, num_classes: int, quant: QuantConfig,
         for s in strides:
             size = -(-size // s)
         if name == "resnet18":
-            return create_model("resnet18", num_classes, quant, pool_size=size)
+            return create_model("resnet18", num_classes, quant, pool_size=size, **kw)
         return ResNet(num_classes=num_classes, quant=quant, stage_sizes=(1, 1),
-                      widths=(16, 32), strides=strides, pool_size=size)
-    return create_model(name, num_classes, quant)
+                      widths=(16, 32), strides=strides, pool_size=size, **kw)
+    return create_model(name, num_classes, quant, **kw)
 
 
 class Engine:
@@ -138,10 +145,12 @@ class Engine:
         self.steps_per_epoch = data.num_train // config.batch_size
         self.total_steps = config.epochs * self.steps_per_epoch
         self.model = build_model(config.model, data.num_classes, self.fspec.quant,
-                                 data.input_shape, data.vocab_size)
+                                 data.input_shape, data.vocab_size, config.compute,
+                                 self.fspec.weight)
         self.step = jax.jit(self._make_step(), donate_argnums=(0, 1, 2, 3))
         self.eval_logits = _eval_fn(config.model, data.num_classes, self.fspec.activation,
-                                    self.fspec.error, data.input_shape, data.vocab_size)
+                                    self.fspec.error, data.input_shape, data.vocab_size,
+                                    config.compute, self.fspec.weight)
         self.bank_add = _BANK_ADD
         self.bank_get = _BANK_GET
         self.init_state = jax.jit(self._init_state, static_argnums=(4,))
@@ -241,10 +250,11 @@ _BANK_GET = jax.jit(sample_bank.get)
 
 @functools.lru_cache(maxsize=32)
 def _eval_fn(model_name: str, num_classes: int, activation: Format, error: Format,
-             input_shape: tuple[int, ...], vocab_size: int | None):
+             input_shape: tuple[int, ...], vocab_size: int | None,
+             compute: str = "float32", weight: Format = FULL):
     """Jitted test-time logits, shared by every method and seed with the same network."""
     model = build_model(model_name, num_classes, QuantConfig(activation, error),
-                        input_shape, vocab_size)
+                        input_shape, vocab_size, compute, weight)
 
     def eval_logits(params, batch_stats, x, key):
         variables = {"params": params}

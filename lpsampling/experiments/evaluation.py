@@ -154,6 +154,7 @@ def run_experiment(
         "format_label": fspec.label,
         "method": config.method,
         "format": config.format,
+        "compute": config.compute,
         "formats": fspec.describe(),
         "config": config.to_dict(),
         "metrics": metrics,

@@ -73,8 +73,13 @@ def compare(
     dataset: Dataset | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
+    compute: str | None = None,
 ) -> dict[str, Any]:
     """Run the paper's method grid over ``seeds`` seeds (``base.seed``, +1, ...).
+
+    ``compute`` (default ``base.compute``) applies to the low-precision rows (``"int8"``
+    needs formats with 8-bit weights and activations, e.g. ``bfp8``); the FP32 rows, the
+    reference, run in float32.
 
     Every row is ``base`` with its method and format replaced; compiled functions are
     shared by the seeds of a row. With ``out_dir``: writes ``table.md``,
@@ -86,6 +91,7 @@ def compare(
       ``{"summary": [...], "runs": [...], "table": markdown}``.
     """
     positive_int("seeds", seeds)
+    compute = base.compute if compute is None else compute
     rows = paper_grid(formats, methods)
     if not rows:
         raise ValueError("no rows to run: check formats and methods")
@@ -96,8 +102,10 @@ def compare(
     # build (and so validate) every configuration before running anything
     base_sched = None if base.method_spec.cyclical else base.schedule
     configs = [
+        # the FP32 rows (the reference) have no 8-bit operands: they run in float32
         [base.replace(format=fmt, method=method, seed=base.seed + s, checkpoint_dir=None,
-                      schedule=None if get_method(method).cyclical else base_sched)
+                      schedule=None if get_method(method).cyclical else base_sched,
+                      compute="float32" if get_format(fmt).is_full else compute)
          for s in range(seeds)]
         for fmt, method in rows
     ]
@@ -139,7 +147,7 @@ def compare(
              f"metrics, mean ± standard error")
     table = format_table(summary, title=title)
     result = {"summary": summary, "runs": runs, "table": table, "elapsed_s": elapsed,
-              "base_config": base.to_dict()}
+              "base_config": base.to_dict(), "compute": compute}
     if out_path is not None:
         write_text_atomic(out_path / "table.md", table)
         write_json_atomic(out_path / "results.json", result)

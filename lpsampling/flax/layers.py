@@ -254,7 +254,9 @@ class QuantDense(nn.Dense):
     multiplied without being decoded (its own format is used; prediction only, no gradient
     with respect to it). A Packed ``bias`` is decoded.
 
-    Attributes (besides ``nn.Dense``'s):
+    Besides ``nn.Dense``'s fields:
+
+    Attributes:
       weight_format: the kernel's grid (``BlockFloatingPoint(8, axis=-1)``: one exponent
         per output unit; or fixed point / ``axis=None``).
       input_format: the input's grid (``BlockFloatingPoint(8, axis=0)``: one exponent per
@@ -333,8 +335,8 @@ class QuantConv(nn.Conv):
     :class:`QuantDense`, the kernel may be a :class:`~lpsampling.storage.Packed` leaf in int8
     mode (prediction only).
 
-    Attributes (besides ``nn.Conv``'s): ``weight_format``, ``input_format``,
-    ``error_format``, ``compute``, as :class:`QuantDense`.
+    Besides ``nn.Conv``'s fields it has ``weight_format``, ``input_format``,
+    ``error_format`` and ``compute``, as :class:`QuantDense`.
     """
 
     weight_format: Format = FULL

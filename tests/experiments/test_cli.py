@@ -98,3 +98,41 @@ def test_subcommand_help(argv, capsys):
         cli.main(argv)
     assert exc.value.code == 0
     assert "--preset" in capsys.readouterr().out
+
+
+def test_run_compute_int8_matches_the_simulated_run(tmp_path):
+    """digits, MLP, VC SGLDLP-L in bfp8: ``--compute int8`` (the classifier multiplies int8
+    codes) against the simulated float32 path, same seed. The two differ by float32
+    rounding of the products only, which flips some stochastic roundings: at most seed
+    noise. Tolerance: Z = 5 binomial standard deviations of the difference of two test
+    error rates over n test examples, Z·sqrt(2·p(1-p)/n) + 3/n (the bound of
+    helpers.binom_tol for a difference of two independent frequencies)."""
+    import numpy as np
+    from helpers import Z
+
+    recs = {}
+    for compute in ("float32", "int8"):
+        out = tmp_path / f"{compute}.json"
+        rc = cli.main(["run", "--method", "vc-sgldlp-l", "--format", "bfp8", "--epochs", "6",
+                       "--samples", "3", "--compute", compute, "--no-progress",
+                       "--out", str(out)])
+        assert rc == 0
+        recs[compute] = json.loads(out.read_text())
+    assert recs["int8"]["compute"] == recs["int8"]["config"]["compute"] == "int8"
+    assert recs["float32"]["compute"] == "float32"
+    e32, e8 = (recs[c]["metrics"]["error"] for c in ("float32", "int8"))
+    n = recs["int8"]["metrics"]["num_test"]
+    p = (e32 + e8) / 2
+    assert abs(e8 - e32) <= Z * np.sqrt(2 * p * (1 - p) / n) + 3 / n, (e32, e8, n)
+    assert e8 < 0.2  # and the int8 run learned
+
+
+def test_compute_int8_refused_for_fixed8(tmp_path, capsys):
+    rc = cli.main(["run", "--format", "fixed8", "--method", "vc-sgldlp-l", "--compute", "int8",
+                   *TINY, "--out", str(tmp_path / "x.json")])
+    assert rc == 2
+    assert "keeps its activations in float32" in capsys.readouterr().err
+    rc = cli.main(["compare", "--compute", "int8", *TINY, "--seeds", "1",
+                   "--out-dir", str(tmp_path / "cmp")])
+    assert rc == 2  # the default formats include fixed8
+    assert "fixed8" in capsys.readouterr().err

@@ -44,3 +44,25 @@ def test_names_resolved_once_into_specs():
     assert key == cfg.replace(seed=7, checkpoint_dir="/tmp/x", num_bins=9).compile_key()
     assert key != cfg.replace(lr=0.1).compile_key()
     assert hash(key) == hash(cfg.replace(seed=3).compile_key())
+
+
+def test_compute_option_and_its_refusals():
+    from lpsampling.experiments.checkpoint import _config_mismatch
+
+    cfg = RunConfig(method="vc-sgldlp-l", format="bfp8", compute="int8")
+    assert cfg.compute == "int8" and cfg.training_dict()["compute"] == "int8"
+    assert RunConfig().compute == "float32"
+    for fmt in ("fixed8", "fp32"):
+        with pytest.raises(ValueError, match="keeps its activations in float32"):
+            RunConfig(format=fmt, compute="int8")
+    with pytest.raises(ValueError, match="wl <= 8"):
+        RunConfig(method="vc-sgldlp-l", format="bfp12", compute="int8")
+    with pytest.raises(ValueError, match="logreg"):
+        RunConfig(model="logreg", format="bfp8", compute="int8")
+    with pytest.raises(ValueError, match="compute must be one of"):
+        RunConfig(compute="int4")
+    # a checkpoint written before the option existed resumes as float32, not as int8
+    old = RunConfig(format="bfp8").training_dict()
+    del old["compute"]
+    assert _config_mismatch(old, RunConfig(format="bfp8")) == []
+    assert _config_mismatch(old, RunConfig(format="bfp8", compute="int8"))
