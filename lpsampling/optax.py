@@ -445,12 +445,16 @@ def _find(state, field: str):
     if len(found) != 1:
         raise ValueError(
             f"expected exactly one lpsampling sampler state inside state, found {len(found)}")
-    return getattr(found[0], field)
+    # A container may box the state's arrays (flax.nnx.Optimizer keeps each in an OptArray
+    # variable, itself a pytree around the array): unbox without importing flax.
+    (value,) = jax.tree_util.tree_leaves(getattr(found[0], field))
+    return value
 
 
 def is_sampling(state: Any) -> jax.Array:
     """Whether the most recent update of the lpsampling sampler inside ``state`` was a
-    sampling (noisy) step. Works through ``optax.chain``, ``inject_hyperparams``, etc."""
+    sampling (noisy) step. Works through ``optax.chain``, ``inject_hyperparams``, etc.,
+    and on ``flax.nnx.Optimizer(...).opt_state``."""
     return _find(state, "sampling")
 
 

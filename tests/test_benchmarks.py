@@ -118,6 +118,13 @@ def test_bench_int8_quick(capsys, tmp_path):
     assert "- machine:" in text and "- command: `python benchmarks/bench_int8.py --quick" in text
 
 
+def test_bench_nnx_quick(capsys):
+    mod = load("bench_nnx")
+    assert mod.main(["--steps", "1", "--rounds", "1", "--models", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "| mlp |" in out and "nnx.jit / linen" in out
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not found")
 def test_gpu_check_script_parses():
     script = BENCH / "gpu_check.sh"

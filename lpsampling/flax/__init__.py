@@ -4,8 +4,11 @@ Activations and backpropagated errors are quantized by :class:`Quantize` layers 
 the paper's networks; weights and gradients are quantized by the samplers, not here. Apply a
 quantized model with ``rngs={"quantize": key}`` (stochastic rounding); see
 :mod:`lpsampling.flax.models` for the rng collections and mutable state each model needs.
+The same layers and models in Flax NNX: :mod:`lpsampling.flax.nnx`.
 """
 
+# The NNX twins, a subpackage as flax.nnx is.
+from lpsampling.flax import nnx
 from lpsampling.flax.layers import (
     COMPUTES,
     QUANTIZE_RNG,
@@ -33,6 +36,7 @@ from lpsampling.flax.models import (
 from lpsampling.flax.predict import bank_predict, int8_kernels
 
 __all__ = [
+    "nnx",
     "COMPUTES",
     "Int8Product",
     "QuantConv",

@@ -281,22 +281,29 @@ class QuantDense(nn.Dense):
                             self.param_dtype)
         bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
                 if self.use_bias else None)
-        _int8.check_int8(self.input_format, inputs.shape, (-1,), "input_format")
-        if isinstance(kernel, Packed):
-            x = _int8.encode_int8(inputs, self.input_format)
-            y = _int8.int8_matmul_encoded(x, _packed_operand(kernel))
-            y = y + _int8._nonfinite(inputs)
-        else:
-            _int8.check_int8(self.weight_format, jnp.shape(kernel), (0,), "weight_format")
-            y = _int8.int8_matmul(inputs, kernel, self.input_format, self.weight_format,
-                                  error_format=self.error_format)
-        if bias is not None:
-            y = y + jnp.reshape(_float_param(bias), (1,) * (y.ndim - 1) + (-1,))
-        return y
+        return int8_dense(inputs, kernel, bias, self)
 
 
-def _conv_geometry(conv: nn.Conv, ndim: int):
-    """The strides / padding / dilation of ``conv`` for :func:`lpsampling.int8_conv`."""
+def int8_dense(inputs: jax.Array, kernel: Any, bias: Any, layer: Any) -> jax.Array:
+    """The int8 forward of a dense layer (shared by the Linen and NNX ``QuantDense``):
+    ``layer`` supplies ``input_format``, ``weight_format`` and ``error_format``."""
+    _int8.check_int8(layer.input_format, inputs.shape, (-1,), "input_format")
+    if isinstance(kernel, Packed):
+        x = _int8.encode_int8(inputs, layer.input_format)
+        y = _int8.int8_matmul_encoded(x, _packed_operand(kernel))
+        y = y + _int8._nonfinite(inputs)
+    else:
+        _int8.check_int8(layer.weight_format, jnp.shape(kernel), (0,), "weight_format")
+        y = _int8.int8_matmul(inputs, kernel, layer.input_format, layer.weight_format,
+                              error_format=layer.error_format)
+    if bias is not None:
+        y = y + jnp.reshape(_float_param(bias), (1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
+def _conv_geometry(conv: Any, ndim: int):
+    """The strides / padding / dilation of ``conv`` (an ``nn.Conv`` or ``nnx.Conv``: the same
+    attribute names) for :func:`lpsampling.int8_conv`."""
     if ndim != 4:
         raise ValueError(f"QuantConv with compute='int8' needs NHWC inputs (4-D), got {ndim}-D")
     if len(conv.kernel_size) != 2:
@@ -342,24 +349,31 @@ class QuantConv(nn.Conv):
         """The convolution of ``inputs`` (NHWC) with the kernel, plus the bias."""
         if check_compute(self.compute) == "float32":
             return super().__call__(inputs)
-        geometry = _conv_geometry(self, inputs.ndim)
+        _conv_geometry(self, inputs.ndim)
         kernel_size = tuple(self.kernel_size)
         kshape = kernel_size + (inputs.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, kshape, self.param_dtype)
         bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
                 if self.use_bias else None)
-        _int8.check_int8(self.input_format, inputs.shape, (1, 2, 3), "input_format")
-        if isinstance(kernel, Packed):
-            x = _int8.encode_int8(inputs, self.input_format)
-            y = _int8.int8_conv_encoded(x, _packed_operand(kernel), **geometry)
-            y = y + _int8._nonfinite(inputs)
-        else:
-            _int8.check_int8(self.weight_format, jnp.shape(kernel), (0, 1, 2), "weight_format")
-            y = _int8.int8_conv(inputs, kernel, self.input_format, self.weight_format,
-                                error_format=self.error_format, **geometry)
-        if bias is not None:
-            y = y + jnp.reshape(_float_param(bias), (1,) * (y.ndim - 1) + (-1,))
-        return y
+        return int8_conv(inputs, kernel, bias, self)
+
+
+def int8_conv(inputs: jax.Array, kernel: Any, bias: Any, layer: Any) -> jax.Array:
+    """The int8 forward of a convolution (shared by the Linen and NNX ``QuantConv``):
+    ``layer`` supplies the formats and the geometry (``strides``, ``padding``, ...)."""
+    geometry = _conv_geometry(layer, inputs.ndim)
+    _int8.check_int8(layer.input_format, inputs.shape, (1, 2, 3), "input_format")
+    if isinstance(kernel, Packed):
+        x = _int8.encode_int8(inputs, layer.input_format)
+        y = _int8.int8_conv_encoded(x, _packed_operand(kernel), **geometry)
+        y = y + _int8._nonfinite(inputs)
+    else:
+        _int8.check_int8(layer.weight_format, jnp.shape(kernel), (0, 1, 2), "weight_format")
+        y = _int8.int8_conv(inputs, kernel, layer.input_format, layer.weight_format,
+                            error_format=layer.error_format, **geometry)
+    if bias is not None:
+        y = y + jnp.reshape(_float_param(bias), (1,) * (y.ndim - 1) + (-1,))
+    return y
 
 
 class Int8Product(NamedTuple):
