@@ -32,7 +32,8 @@ log10(Δ) over the points clearly above the floor (rule in the report).
 
 Run::
 
-    python benchmarks/reproduce_logreg.py            # full run (~20 min on 2 busy cores)
+    python benchmarks/reproduce_logreg.py            # full run: 33 min wall on 2 cores shared
+                                                     # with ~5 other jobs (it got ~1/4 core)
     python benchmarks/reproduce_logreg.py --quick    # smoke run (< 1 min)
 
 Writes the tables to stdout, figures to ``benchmarks/figures/logreg_*.png`` and, unless
