@@ -152,7 +152,9 @@ def save_figure(rows, fits, floors, family, path: Path, *, quick: bool) -> None:
         if floors.get(metric) is not None and metric != "point":
             f, fe = floors[metric]
             ax.axhspan(max(f - fe, 1e-6), f + fe, color="0.85", zorder=0)
-            ax.axhline(f, color="0.4", ls="--", lw=1, label="SGLD full precision")
+            ax.axhline(f, color="0.4", ls="--", lw=1,
+                       label=f"floor: SGLDLP-F on {FINE!r}" if metric.endswith("_paired")
+                       else "SGLD full precision")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(r"grid gap $\Delta$")
