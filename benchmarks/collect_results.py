@@ -28,6 +28,7 @@ ORDER = [
     ("tables", "Tables 1 and 2 on Fashion-MNIST, T = 1e-3 (issue: measured)"),
     ("tables_T1", "Tables 1 and 2 on Fashion-MNIST, T = 1 (issue: measured)"),
     ("tables_sghmc", "SGHMC rows on Fashion-MNIST, T = 1e-3 (issue 13)"),
+    ("logreg", "A posterior with a ground truth: logistic regression vs NUTS (issue 12)"),
     ("extremes", "vc_quantize at the float32 extremes (issue 14)"),
     ("extremes_sweep", "Figure 1 and the BFP rows after the issue-14 fix"),
     ("faults", "Faults survived (issue 10)"),

@@ -132,3 +132,27 @@ def test_gpu_check_script_parses():
     text = script.read_text()
     assert "set -euo pipefail" in text and "timeout" in text and "--cpu-smoke" in text
     assert "bench_int8.py" in text and "T_INT8" in text
+
+
+
+
+def test_reproduce_logreg_quick(tmp_path, capsys):
+    mod = load("reproduce_logreg")
+    assert mod.main(["--quick", "--wls", "5", "--figure-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| full | — | 0 | SGLD (full precision) |" in out
+    for label in ("SGLDLP-F", "naive SGLDLP-L", "VC SGLDLP-L", "SGDLP-L", "max_rhat"):
+        assert label in out
+    fig = tmp_path / "logreg_fixed_quick.png"
+    assert fig.exists() and fig.stat().st_size > 1000
+
+
+def test_logreg_slope_fit_recovers_a_power_law():
+    mod = load("reproduce_logreg")
+    d = [2.0 ** -k for k in range(1, 7)]
+    v = [0.3 * x**2 for x in d]
+    fit = mod.fit_slope(d, v, [0.01 * x for x in v], floor=None)
+    assert fit["slope"] == pytest.approx(2.0, abs=1e-6) and fit["n"] == 6
+    # points below twice the floor are left out; fewer than 3 left -> no slope
+    assert mod.fit_slope(d, v, [0.01 * x for x in v], floor=v[3])["n"] == 3
+    assert mod.fit_slope(d, v, [0.01 * x for x in v], floor=v[2])["slope"] is None

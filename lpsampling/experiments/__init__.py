@@ -4,7 +4,8 @@ average, checkpoint and resume, run the paper's grid; the CLI and the Gaussian s
 Modules: ``registry`` (names → specs), ``config`` (:class:`RunConfig`), ``engine`` (model
 and jitted step, :func:`make_train_step`), ``checkpoint`` (orbax), ``loop`` (:func:`train`),
 ``evaluation`` (:func:`evaluate`, :func:`run_experiment`), ``grid`` (:func:`compare`),
-``cli``, ``gaussian``. Names below are imported on first use. Manual: docs/experiments.md.
+``cli``, ``gaussian``, ``logreg`` (Bayesian logistic regression against NUTS). Names
+below are imported on first use. Manual: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _EXPORTS = {
     "grid": ("paper_grid", "format_table", "compare"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-_SUBMODULES = (*_EXPORTS, "cli", "gaussian")
+_SUBMODULES = (*_EXPORTS, "cli", "gaussian", "logreg")
 
 
 def __getattr__(name: str):
