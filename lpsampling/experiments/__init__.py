@@ -14,7 +14,7 @@ import importlib
 _EXPORTS = {
     "registry": ("METHODS", "FORMAT_NAMES", "MODEL_NAMES", "SCHEDULES", "MethodSpec",
                  "FormatSpec", "normalize_name", "get_method", "get_format", "method_label"),
-    "config": ("RunConfig", "PRESETS", "sample_epochs", "prepare_data"),
+    "config": ("RunConfig", "PRESETS", "sample_steps", "sample_epochs", "prepare_data"),
     "engine": ("PRNG_IMPL", "Engine", "TrainState", "TrainStep", "RunKeys", "cross_entropy",
                "get_engine", "make_train_step", "run_keys"),
     "checkpoint": ("CHECKPOINT_VERSION", "Checkpointer"),

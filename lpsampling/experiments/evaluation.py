@@ -56,7 +56,10 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
 
     Returns:
       ``(metrics, probs)``: error, NLL, ECE (``num_bins`` bins), the paper's 9-bin ECE,
-      the error of the last sample alone; and the ``(N, C)`` BMA probabilities.
+      the error of the last sample alone, the mean error of the individual samples
+      (``member_error``: the BMA's gain over it is the gain of averaging), the ensemble's
+      diversity (``disagreement``: :func:`~lpsampling.metrics.pairwise_disagreement` of
+      the samples' predictions); and the ``(N, C)`` BMA probabilities.
 
     Raises:
       EmptySampleBankError: (a ``ValueError``) when no sample has been collected.
@@ -70,12 +73,14 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
         raise EmptySampleBankError(
             f"the sample bank is empty: no posterior sample was collected (training stopped "
             f"at step {output.step} of {output.total_steps}; samples are taken at the end "
-            f"of epochs {_short_list(output.sample_epochs)})")
+            f"after steps {_short_list(output.sample_steps)})")
     n, c = ds.num_test, ds.num_classes
     bsz = min(config.eval_batch_size, n)
     k_eval = run_keys(config.seed).eval
     bma = _metrics.bma_init(n, c)
     last = None
+    labels = jnp.asarray(ds.y_test)
+    preds, member_errors = [], []
     for i in range(size):
         idx = jnp.asarray(i, jnp.int32)
         params = engine.bank_get(bank, idx)
@@ -92,8 +97,9 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
         logits = jnp.concatenate(chunks, axis=0)
         bma = _metrics.bma_update(bma, logits)
         last = logits
+        preds.append(jnp.argmax(logits, axis=-1))
+        member_errors.append(float(_metrics.error_rate(logits, labels)))
     probs = _metrics.bma_probs(bma)
-    labels = jnp.asarray(ds.y_test)
     out = {
         "error": float(_metrics.error_rate(probs, labels)),
         "nll": float(_metrics.nll(probs, labels)),
@@ -102,10 +108,29 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
         "paper_ece": float(_metrics.paper_ece(probs, labels)),
         "paper_ece_num_bins": 9,
         "last_sample_error": float(_metrics.error_rate(last, labels)),
+        "member_error": float(np.mean(member_errors)),
+        "disagreement": float(_metrics.pairwise_disagreement(jnp.stack(preds), c)),
         "num_samples": size,
         "num_test": n,
     }
     return out, np.asarray(probs)
+
+
+def _sampling(config: RunConfig, output: TrainOutput) -> dict[str, Any]:
+    """When the samples were taken, in words a table can print."""
+    steps, spe = output.sample_steps, output.steps_per_epoch
+    first_epoch = (steps[0] - 1) / spe if steps else None
+    span = (steps[-1] - steps[0]) / spe + 1 if steps else 0.0
+    return {
+        "num_samples": len(steps),
+        "first_step": steps[0] if steps else None,
+        "last_step": steps[-1] if steps else None,
+        "window_start_fraction": (steps[0] / output.total_steps if steps else None),
+        "first_epoch": first_epoch,
+        "samples_per_epoch": len(steps) / max(span, 1.0),
+        "temperature": float(config.temperature),
+        "control": config.is_control,
+    }
 
 
 def _short_list(xs: Sequence[int]) -> str:
@@ -158,6 +183,8 @@ def run_experiment(
         "config": config.to_dict(),
         "metrics": metrics,
         "sample_epochs": output.sample_epochs,
+        "sample_steps": output.sample_steps,
+        "sampling": _sampling(config, output),
         "num_params": n_params,
         "bank": {
             "capacity": cap,
