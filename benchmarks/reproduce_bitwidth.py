@@ -70,16 +70,17 @@ def _configs(args) -> list[tuple[str, dict]]:
     out = []
 
     def grid(model):
-        for fam in FAMILIES:
-            for wl in WORD_LENGTHS:
-                fmt = f"{fam}{wl}"
-                for m in SGDS:
+        # in tiers, each over every format, so that a sweep cut short by its budget still
+        # draws whole curves: the methods at T = 1e-3, then the controls, then T = 1
+        fmts = [f"{fam}{wl}" for fam in FAMILIES for wl in WORD_LENGTHS]
+        tiers = [[(m, 0.0) for m in SGDS] + [(m, TEMPS[0]) for m in SAMPLERS],
+                 [(m, 0.0) for m in SAMPLERS],
+                 [(m, t) for t in TEMPS[1:] for m in SAMPLERS]]
+        for tier in tiers:
+            for fmt in fmts:
+                for m, t in tier:
                     out.append(("grid", dict(model=model, format=fmt, method=m,
-                                             temperature=0.0)))
-                for m in SAMPLERS:
-                    for t in (0.0, *TEMPS):
-                        out.append(("grid", dict(model=model, format=fmt, method=m,
-                                                 temperature=t)))
+                                             temperature=t)))
 
     grid("mlp")
     for wl in args.tstudy_wls:
@@ -141,8 +142,11 @@ def _load(out_dir: Path) -> dict:
     for p in sorted((out_dir / "runs").glob("*.json")):
         r = json.loads(p.read_text())
         c = r["config"]
-        recs[(c["model"], c["format"], c["method"], float(c["temperature"]),
-              c["seed"])] = r
+        fmt = c["format"]
+        if fmt.startswith("fixed") and "-" in fmt:  # fixed4-4 (canonical) -> fixed4
+            wl, fl = fmt[5:].split("-")
+            fmt = f"fixed{wl}" if wl == fl else fmt
+        recs[(c["model"], fmt, c["method"], float(c["temperature"]), c["seed"])] = r
     return recs
 
 

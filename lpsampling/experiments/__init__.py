@@ -4,7 +4,8 @@ average, checkpoint and resume, run the paper's grid; the CLI and the Gaussian s
 Modules: ``registry`` (names → specs), ``config`` (:class:`RunConfig`), ``engine`` (model
 and jitted step, :func:`make_train_step`), ``checkpoint`` (orbax), ``loop`` (:func:`train`),
 ``evaluation`` (:func:`evaluate`, :func:`run_experiment`), ``grid`` (:func:`compare`),
-``cli``, ``gaussian``. Names below are imported on first use. Manual: docs/experiments.md.
+``stats`` (mean ± SE and verdicts), ``cli``, ``gaussian``. Names below are imported on
+first use. Manual: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ _EXPORTS = {
     "checkpoint": ("CHECKPOINT_VERSION", "Checkpointer"),
     "loop": ("TrainOutput", "train"),
     "evaluation": ("EmptySampleBankError", "RunResult", "evaluate", "run_experiment"),
-    "grid": ("paper_grid", "format_table", "compare"),
+    "grid": ("paper_grid", "format_table", "compare", "reference_row", "save_summary_figure",
+             "save_reliability_grid"),
+    "stats": ("Comparison", "compare_samples"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = (*_EXPORTS, "cli", "gaussian")

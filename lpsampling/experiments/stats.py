@@ -90,7 +90,7 @@ class Comparison:
 
     def describe(self, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
         """e.g. ``"-1.20 ± 0.31 pp (paired t, n=5, p=0.018): better"``."""
-        p = "p=n/a" if math.isnan(self.p_value) else f"p={_fmt_p(self.p_value)}"
+        p = "p n/a" if math.isnan(self.p_value) else _fmt_p(self.p_value)
         n = f"n={self.n_a}" if self.test in ("paired t", "sign-flip") else \
             f"n={self.n_a}/{self.n_b}"
         return (f"{self.diff * scale:+.{digits}f} ± {self.se_diff * scale:.{digits}f}{unit} "
@@ -101,7 +101,7 @@ class Comparison:
 
 
 def _fmt_p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-3 else "<0.001"
+    return f"p={p:.2g}" if p >= 1e-3 else "p<0.001"
 
 
 def _vector(name: str, values: Sequence[float]) -> np.ndarray:
