@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent
 
 ORDER = [
     ("summary", None),
+    ("compare", "The main job: `lpsampling compare` (issue 12)"),
     ("quantize", "Quantization speed (issue: foundation)"),
     ("step", "One sampler update (issue: samplers)"),
     ("step_checks", "Cost of the per-step checks of issues 14 and 10"),
@@ -24,6 +25,7 @@ ORDER = [
     ("gaussian", "Figure 1 (issue: measured)"),
     ("tables", "Tables 1 and 2 on Fashion-MNIST, T = 1e-3 (issue: measured)"),
     ("tables_T1", "Tables 1 and 2 on Fashion-MNIST, T = 1 (issue: measured)"),
+    ("bitwidth", "Error against word length, and when the noise matters (issue 12)"),
     ("extremes", "vc_quantize at the float32 extremes (issue 14)"),
     ("extremes_sweep", "Figure 1 and the BFP rows after the issue-14 fix"),
     ("faults", "Faults survived (issue 10)"),

@@ -137,6 +137,34 @@ def judge_claims(result, formats):
     return rows
 
 
+def _result_from_runs(base, formats, methods, out_dir, elapsed_s):
+    """The compare result of the runs recorded under ``out_dir/runs`` (rows with no
+    record left out), with the summary figure; as :func:`compare` would return."""
+    from lpsampling.experiments import paper_grid
+    from lpsampling.experiments.grid import format_table, save_summary_figure, summarize_rows
+
+    records = [json.loads(p.read_text()) for p in sorted((out_dir / "runs").glob("*.json"))]
+    rows, per_row = [], {}
+    for fmt, m in paper_grid(formats, methods):
+        for control in (False, True):
+            got = sorted((r for r in records if (r["config"]["format"], r["config"]["method"])
+                          == (fmt, m) and (r["config"]["temperature"] == 0.0) == control
+                          and (control or r["config"]["temperature"] == base.temperature)),
+                         key=lambda r: r["config"]["seed"])
+            if got:
+                rows.append((fmt, m, control))
+                per_row[(fmt, m, control)] = got
+    summary = summarize_rows(rows, per_row)
+    seeds = max(r["seeds"] for r in summary)
+    title = (f"fashion_mnist, {base.model}, {base.epochs} epochs, T = {base.temperature:g}, "
+             f"{seeds} seed(s): BMA test metrics, mean ± standard error")
+    save_summary_figure(out_dir / "summary.png", summary,
+                        title=f"Fashion-MNIST, MLP, T = {base.temperature:g}: mean ± SE over "
+                              f"{seeds} seeds (hollow: T = 0 control)")
+    return {"summary": summary, "runs": [r for rs in per_row.values() for r in rs],
+            "table": format_table(summary, title=title), "elapsed_s": elapsed_s}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=8)
@@ -155,6 +183,11 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: 4 epochs, 2 seeds, subset")
     p.add_argument("--from-results", action="store_true",
                    help="rewrite the report from <out-dir>/results.json (no runs)")
+    p.add_argument("--from-runs", action="store_true",
+                   help="write the report from the per-run records in <out-dir>/runs/ (a "
+                        "grid cut short: the rows it finished)")
+    p.add_argument("--elapsed-min", type=float, default=None,
+                   help="with --from-runs: the wall time the runs took")
     p.add_argument("--out-dir", default=str(ROOT / "out" / "tables"))
     p.add_argument("--write", default=str(ROOT / "RESULTS_tables.md"),
                    help="markdown report ('' to skip)")
@@ -175,6 +208,9 @@ def main(argv=None) -> int:
     methods = [m for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.from_results:
         result = json.loads((Path(args.out_dir) / "results.json").read_text())
+    elif args.from_runs:
+        result = _result_from_runs(base, formats, methods, Path(args.out_dir),
+                                   60 * (args.elapsed_min or 0.0))
     else:
         result = compare(base, formats=formats, methods=methods, seeds=seeds,
                          controls=True, out_dir=args.out_dir, progress=False)

@@ -27,8 +27,8 @@ from lpsampling.experiments.registry import get_format, get_method
 from lpsampling.experiments.stats import ALPHA, compare_samples
 from lpsampling.validation import positive_int
 
-__all__ = ["paper_grid", "format_table", "compare", "reference_row", "save_summary_figure",
-           "save_reliability_grid", "VERDICT_METRICS"]
+__all__ = ["paper_grid", "format_table", "compare", "reference_row", "summarize_rows",
+           "save_summary_figure", "save_reliability_grid", "VERDICT_METRICS"]
 
 #: The metrics every verdict covers (all: lower is better).
 VERDICT_METRICS = ("error", "nll", "ece")
@@ -277,7 +277,7 @@ def compare(
          for s in range(seeds)]
         for fmt, method, control in rows
     ]
-    runs, summary, curves, per_row = [], [], {}, {}
+    runs, curves, per_row = [], {}, {}
     total = len(rows) * seeds
     t_all = time.perf_counter()
     k = 0
@@ -303,6 +303,36 @@ def compare(
                     f"{cfg.seed}: error {100 * m['error']:.2f}%  ECE {100 * m['ece']:.2f}%  "
                     f"NLL {m['nll']:.3f}  ({time.perf_counter() - t0:.1f} s)")
         per_row[row] = per_seed
+    summary = summarize_rows(rows, per_row, alpha=alpha)
+    elapsed = time.perf_counter() - t_all
+    title = (f"{ds.name}, {base.model}, {base.epochs} epochs, T = {base.temperature:g}, "
+             f"{seeds} seed(s): BMA test metrics, mean ± standard error")
+    table = format_table(summary, title=title)
+    result = {"summary": summary, "runs": runs, "table": table, "elapsed_s": elapsed,
+              "base_config": base.to_dict()}
+    if out_path is not None:
+        write_text_atomic(out_path / "table.md", table)
+        write_json_atomic(out_path / "results.json", result)
+        save_summary_figure(out_path / "summary.png", summary,
+                            title=f"{ds.name}, {base.model}, T = {base.temperature:g}: mean "
+                                  f"± SE over {seeds} seed(s) (hollow: T = 0 control)")
+        save_reliability_grid(out_path / "reliability.png", curves, num_bins=base.num_bins,
+                              title=f"{ds.name}: BMA reliability (seed {base.seed})")
+    return result
+
+
+def summarize_rows(rows: Sequence[Row],
+                   per_row: Mapping[Row, Sequence[Mapping[str, Any]]], *,
+                   alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """The summary of a grid from its run records (``{row: [record per seed]}``): mean ±
+    SE per metric and row, and each row's verdict against its :func:`reference_row`
+    (paired t over the seeds both rows hold). Rows without records are left out (a grid
+    cut short is summarized from the rows it finished)."""
+    rows = [r for r in rows if per_row.get(r)]
+    summary = []
+    for row in rows:
+        fmt, method, control = row
+        per_seed = per_row[row]
         first = per_seed[0]
         summary.append({
             "format": fmt, "method": method, "control": control,
@@ -320,21 +350,7 @@ def compare(
         entry["verdict"] = None if ref is None else _verdict(per_row[row], per_row[ref],
                                                              summary[rows.index(ref)],
                                                              alpha)
-    elapsed = time.perf_counter() - t_all
-    title = (f"{ds.name}, {base.model}, {base.epochs} epochs, T = {base.temperature:g}, "
-             f"{seeds} seed(s): BMA test metrics, mean ± standard error")
-    table = format_table(summary, title=title)
-    result = {"summary": summary, "runs": runs, "table": table, "elapsed_s": elapsed,
-              "base_config": base.to_dict()}
-    if out_path is not None:
-        write_text_atomic(out_path / "table.md", table)
-        write_json_atomic(out_path / "results.json", result)
-        save_summary_figure(out_path / "summary.png", summary,
-                            title=f"{ds.name}, {base.model}, T = {base.temperature:g}: mean "
-                                  f"± SE over {seeds} seed(s) (hollow: T = 0 control)")
-        save_reliability_grid(out_path / "reliability.png", curves, num_bins=base.num_bins,
-                              title=f"{ds.name}: BMA reliability (seed {base.seed})")
-    return result
+    return summary
 
 
 def _verdict(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]],
