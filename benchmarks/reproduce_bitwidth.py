@@ -188,7 +188,7 @@ def _figures(recs, models, fig_dir: Path) -> list[str]:
             rows = _rows(recs, model)
             if not rows:
                 continue
-            fig = Figure(figsize=(10, 4.2))
+            fig = Figure(figsize=(12, 4.2))
             FigureCanvasAgg(fig)
             axes = [fig.add_subplot(1, 2, j + 1) for j in range(2)]
             for ax, fam in zip(axes, FAMILIES, strict=True):
@@ -207,16 +207,23 @@ def _figures(recs, models, fig_dir: Path) -> list[str]:
                         style = "--" if "(T=0)" in label else ("-" if "T=" in label
                                                                else ":")
                         ax.errorbar(xs, ms, yerr=ses, marker="o", markersize=3,
-                                    capsize=2, linestyle=style, label=label)
+                                    capsize=2, linestyle=style, label=label,
+                                    color=f"C{j % 10}")
                 ax.set_xlabel("word length (bits)")
                 ax.set_xticks(WORD_LENGTHS)
                 ax.set_title(f"{model}, {'fixed point' if fam == 'fixed' else 'BFP'}")
                 ax.set_ylabel(ylabel)
                 if metric != "ece":
                     ax.set_yscale("log")
-            axes[1].legend(fontsize="x-small", ncol=1, loc="upper right")
-            fig.suptitle(f"Fashion-MNIST: {ylabel} vs word length (mean ± SE over seeds)")
-            fig.tight_layout()
+            handles = {}
+            for ax in axes:
+                for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                    handles.setdefault(lab, h)
+            fig.legend(list(handles.values()), list(handles), fontsize="x-small",
+                       loc="center right")
+            fig.suptitle(f"Fashion-MNIST: {ylabel} vs word length (mean ± SE over seeds; "
+                         f"dotted: SGD, dashed: T = 0 controls)")
+            fig.tight_layout(rect=(0, 0, 0.8, 1))
             name = f"bitwidth_{model}_{metric}.png"
             with atomic_open(fig_dir / name, "wb") as fh:
                 fig.savefig(fh, format="png", dpi=90)
