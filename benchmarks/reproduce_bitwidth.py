@@ -320,6 +320,7 @@ def report(args, elapsed_min: float | None) -> str:
     fig_dir = HERE / "figures"
     fig_dir.mkdir(exist_ok=True)
     models = [m for m in ("mlp", "cnn-mini") if any(k[0] == m for k in recs)]
+    missing_models = {"cnn-mini"} - set(models)
     figs = _figures(recs, models, fig_dir)
     total_cfg = len(_configs(args))
     done_cfg = len({k[:4] for k in recs})
@@ -349,6 +350,11 @@ def report(args, elapsed_min: float | None) -> str:
         "gradients; `bfp<wl>` = BlockFloatingPoint(wl) on weights, gradients, activations "
         "and errors. Controls `(T=0)`: the same method, schedule, quantization and "
         "sample averaging without Langevin noise.",
+        *([f"- not run in this session: {', '.join(sorted(missing_models))} (the grid is "
+           f"resumable: rerun the command without --no-cnn / --budget-min to add it)."]
+          if missing_models else []),
+        "- missing cells (—): configurations the time budget did not reach; the tiers run "
+        "in order (all methods at T = 1e-3 and SGD, then the T = 0 controls, then T = 1).",
         "- verdicts: paired t test over seeds, two-sided, α = 0.05 per cell, no multiplicity "
         "correction; `n.d.` = no detectable difference; cells give the difference of "
         "means ± its SE (error in pp).",
