@@ -82,7 +82,7 @@ class RunConfig:
       samples: SGLD methods: number of posterior samples, taken at steps spread evenly
         over the sampling window (the last one at the final step; see
         :func:`sample_steps`); None: ``max(20, round(2 · window epochs))`` — at least
-        :data:`MIN_SAMPLES`, about 2 per epoch of the window.
+        :data:`MIN_SAMPLES`, about 2 per epoch of the window (at most one per step).
       sample_start: SGLD methods: start of the sampling window as a fraction of the
         training steps, in [0, 1) (default :data:`DEFAULT_SAMPLE_START`: the paper's
         last 50 of 245 epochs).
@@ -299,8 +299,11 @@ def sample_steps(config: RunConfig, steps_per_epoch: int) -> list[int]:
       ``s0 + round((k + 1)(total − s0) / S)`` for ``k = 0 … S − 1`` (the last is the final
       step).
 
+    With ``samples=None`` on a run whose window has fewer steps than the default count,
+    every step of the window is sampled (the bank keeps the default capacity).
+
     Raises:
-      ValueError: the window has fewer steps than samples.
+      ValueError: the window has fewer steps than an explicit ``samples``.
     """
     spe = positive_int("steps_per_epoch", steps_per_epoch)
     spec = config.method_spec
@@ -314,6 +317,9 @@ def sample_steps(config: RunConfig, steps_per_epoch: int) -> list[int]:
                 for j in range(epc - k, epc)]
     s0 = int(float(config.sample_start) * total)
     n = config.resolved_samples
+    if config.samples is None:
+        # the default count on a run too short for it: one sample per step of the window
+        n = min(n, max(1, total - s0))
     if n > total - s0:
         raise ValueError(
             f"samples ({n}) exceeds the {total - s0} steps of the sampling window (the last "

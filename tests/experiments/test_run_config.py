@@ -41,6 +41,8 @@ def test_sample_plan():
     assert sample_steps(cyc, 5)[:2] == [15, 20] and cyc.num_samples == 6
     paper = RunConfig(method="csgld", epochs=245, num_cycles=7)
     assert len(sample_epochs(paper, 1)) == 35  # 5 per 35-epoch cycle
+    # the default count on a short run: every step of the window
+    assert sample_steps(RunConfig(epochs=2), 4) == [7, 8]
     with pytest.raises(ValueError, match="exceeds the 2 steps of the sampling window"):
         sample_steps(RunConfig(epochs=10, samples=3), 1)
     with pytest.raises(ValueError, match="sample_start"):
