@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent
 
 ORDER = [
     ("summary", None),
+    ("compare", "The main job: `lpsampling compare` (issue 12)"),
     ("quantize", "Quantization speed (issue: foundation)"),
     ("step", "One sampler update (issue: samplers)"),
     ("step_sghmc", "One SGHMC update against blackjax.sghmc (issue 13)"),
@@ -29,6 +30,7 @@ ORDER = [
     ("tables_T1", "Tables 1 and 2 on Fashion-MNIST, T = 1 (issue: measured)"),
     ("tables_sghmc", "SGHMC rows on Fashion-MNIST, T = 1e-3 (issue 13)"),
     ("logreg", "A posterior with a ground truth: logistic regression vs NUTS (issue 12)"),
+    ("bitwidth", "Error against word length, and when the noise matters (issue 12)"),
     ("extremes", "vc_quantize at the float32 extremes (issue 14)"),
     ("extremes_sweep", "Figure 1 and the BFP rows after the issue-14 fix"),
     ("faults", "Faults survived (issue 10)"),

@@ -42,6 +42,7 @@ __all__ = [
     "expected_calibration_error",
     "log_bayesian_model_average",
     "nll",
+    "pairwise_disagreement",
     "paper_ece",
     "reliability_diagram_data",
     "save_reliability_diagram",
@@ -485,6 +486,42 @@ def save_reliability_diagram(
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
     return path
+
+
+def pairwise_disagreement(predictions: ArrayLike, num_classes: int) -> jax.Array:
+    """The diversity of an ensemble: the mean, over pairs of samples and over examples, of
+    the fraction of examples on which two samples predict different classes.
+
+    With ``c_ik`` the number of the ``S`` samples that predict class ``k`` on example
+    ``i``, the agreeing pairs of example ``i`` are ``Σ_k c_ik (c_ik − 1) / 2``, so
+
+    ``D = 1 − (1/N) Σ_i Σ_k c_ik (c_ik − 1) / (S (S − 1))``;
+
+    ``D = 0`` when every sample predicts alike (and for ``S = 1``).
+
+    Args:
+      predictions: ``(S, N)`` integer class predictions (e.g. ``argmax`` of each
+        sample's logits), values in ``[0, num_classes)``.
+      num_classes: ``C``.
+
+    Raises:
+      ValueError: ``predictions`` is not 2-D or ``num_classes`` is not a positive int.
+    """
+    num_classes = positive_int("num_classes", num_classes)
+    pred = jnp.asarray(predictions)
+    if pred.ndim != 2:
+        raise ValueError(f"`predictions` must be (S, N) class indices; got shape {pred.shape}")
+    return _disagreement(pred, num_classes)
+
+
+@partial(jax.jit, static_argnums=1)
+def _disagreement(pred: jax.Array, num_classes: int) -> jax.Array:
+    s = pred.shape[0]
+    if s < 2:
+        return jnp.zeros((), jnp.float32)
+    counts = jnp.sum(jax.nn.one_hot(pred, num_classes, dtype=jnp.float32), axis=0)  # (N, C)
+    agree = jnp.sum(counts * (counts - 1.0), axis=-1) / (s * (s - 1.0))
+    return 1.0 - jnp.mean(agree)
 
 
 # --------------------------------------------------------------------------------------

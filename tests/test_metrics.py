@@ -20,6 +20,7 @@ from lpsampling.metrics import (
     expected_calibration_error,
     log_bayesian_model_average,
     nll,
+    pairwise_disagreement,
     paper_ece,
     reliability_diagram_data,
     save_reliability_diagram,
@@ -399,3 +400,17 @@ def test_summarize_known_values():
         summarize([])
     with pytest.raises(ValueError, match="values"):
         summarize([[1.0, 2.0]])
+
+
+def test_pairwise_disagreement_hand_and_brute_force():
+    # 3 samples, 2 examples: example 0 all agree; example 1 predictions 0, 0, 1 -> 2 of
+    # the 3 pairs disagree. D = (0 + 2/3) / 2 = 1/3
+    pred = np.array([[1, 0], [1, 0], [1, 1]])
+    assert float(pairwise_disagreement(pred, 3)) == pytest.approx(1 / 3)
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 4, (6, 50))
+    brute = np.mean([np.mean(pred[i] != pred[j]) for i in range(6) for j in range(i + 1, 6)])
+    assert float(pairwise_disagreement(pred, 4)) == pytest.approx(brute, rel=1e-6)
+    assert float(pairwise_disagreement(pred[:1], 4)) == 0.0  # one sample: no pair
+    with pytest.raises(ValueError, match="predictions"):
+        pairwise_disagreement(np.zeros(5, int), 4)

@@ -4,8 +4,8 @@ average, checkpoint and resume, run the paper's grid; the CLI and the Gaussian s
 Modules: ``registry`` (names → specs), ``config`` (:class:`RunConfig`), ``engine`` (model
 and jitted step, :func:`make_train_step`), ``checkpoint`` (orbax), ``loop`` (:func:`train`),
 ``evaluation`` (:func:`evaluate`, :func:`run_experiment`), ``grid`` (:func:`compare`),
-``cli``, ``gaussian``, ``logreg`` (Bayesian logistic regression against NUTS). Names
-below are imported on first use. Manual: docs/experiments.md.
+``stats`` (mean ± SE and verdicts), ``cli``, ``gaussian``, ``logreg`` (Bayesian logistic
+regression against NUTS). Names below are imported on first use. Manual: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import importlib
 _EXPORTS = {
     "registry": ("METHODS", "FORMAT_NAMES", "MODEL_NAMES", "SCHEDULES", "MethodSpec",
                  "FormatSpec", "normalize_name", "get_method", "get_format", "method_label"),
-    "config": ("RunConfig", "PRESETS", "sample_epochs", "prepare_data"),
+    "config": ("RunConfig", "PRESETS", "sample_steps", "sample_epochs", "prepare_data"),
     "engine": ("PRNG_IMPL", "Engine", "TrainState", "TrainStep", "RunKeys", "cross_entropy",
                "get_engine", "make_train_step", "run_keys"),
     "checkpoint": ("CHECKPOINT_VERSION", "Checkpointer"),
     "loop": ("TrainOutput", "train"),
     "evaluation": ("EmptySampleBankError", "RunResult", "evaluate", "run_experiment"),
-    "grid": ("paper_grid", "format_table", "compare"),
+    "grid": ("paper_grid", "format_table", "compare", "reference_row", "save_summary_figure",
+             "save_reliability_grid"),
+    "stats": ("Comparison", "compare_samples"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = (*_EXPORTS, "cli", "gaussian", "logreg")

@@ -2,8 +2,9 @@
 the console script is ``lpsampling.cli:main``, a re-export of this module's :func:`main`).
 
 * ``run``      — train / sample one configuration, write a JSON result;
-* ``compare``  — the paper's method grid over seeds: a table like the paper's Tables 1
-  and 2 (markdown + JSON) and reliability diagrams;
+* ``compare``  — the paper's method grid over seeds with noise-free controls: a table like
+  the paper's Tables 1 and 2 with a verdict per row (markdown + JSON), a summary figure
+  (metric per method, mean ± SE) and per-method reliability diagrams;
 * ``gaussian`` — the paper's Figure 1 (low-precision SGLD on N(0, 1)) as a PNG, with the
   variances printed against the law ``Δ/sqrt(πα)``;
 * ``demo``     — quantize a tensor in every format: grid, error and packed bytes.
@@ -20,8 +21,12 @@ from pathlib import Path
 
 EPILOG = """\
 examples:
-  # the quick default (embedded scikit-learn digits, MLP; a few minutes on 2 CPU cores)
+  # the quick default (embedded scikit-learn digits, MLP, harsh 4-bit fixed point,
+  # 5 seeds, noise-free controls, verdicts; about a minute on 2 idle CPU cores)
   lpsampling compare
+
+  # the paper's 8-bit grid with the cyclical methods
+  lpsampling compare --formats fixed8,bfp8 --methods all --seeds 3
 
   # one configuration, with checkpoints every 200 steps and resume after a crash
   lpsampling run --method vc-sgldlp-l --format bfp8 --out vc.json \\
@@ -69,7 +74,10 @@ _CONFIG_FLAGS = [
     ("--exploration-ratio", "exploration_ratio", float,
      "noise-free fraction at the start of each cycle (cyclical methods)"),
     ("--samples", "samples", int,
-     "SGLD: samples, one per epoch over the last epochs (default ≈ epochs·50/245)"),
+     "SGLD: posterior samples, spread evenly over the sampling window (default "
+     "max(20, 2 per window epoch))"),
+    ("--sample-start", "sample_start", float,
+     "SGLD: start of the sampling window as a fraction of training (default 0.8)"),
     ("--cycle-samples", "cycle_samples", int,
      "cyclical: samples per cycle over its last epochs (default ≈ cycle epochs / 7)"),
     ("--seed", "seed", None, "random seed in [0, 2**62] (compare: the first seed)"),
@@ -138,6 +146,10 @@ def check_writable(path: str | Path, *, directory: bool, flag: str) -> Path:
         raise ValueError(f"{flag} {p}: cannot write to {d} ({why})") from None
     return p
 
+
+#: methods of the default ``compare`` (the paper's non-cyclical rows)
+DEFAULT_COMPARE_METHODS = ("sgld", "sgd", "sgldlp-l", "vc-sgldlp-l", "sgdlp-l", "sgldlp-f",
+                           "sgdlp-f")
 
 # defaults of the quick digits setting (see RunConfig) and per-dataset models
 DEFAULT_MODELS = {"digits": "mlp", "fashion_mnist": "cnn", "cifar10": "resnet18",
@@ -226,12 +238,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     formats = [f for f in args.formats.split(",") if f.strip()]
     methods = ([m for m in args.methods.split(",") if m.strip()]
                if args.methods else None)
+    if methods in (["all"], ["ALL"]):
+        methods = None
     t0 = time.perf_counter()
     res = compare(base, formats=formats, methods=methods, seeds=args.seeds,
-                  out_dir=out_dir, progress=args.progress, compute=compute)
+                  controls=args.controls, out_dir=out_dir, progress=args.progress,
+                  compute=compute)
     print()
     print(res["table"])
-    print(f"wrote {out_dir}/table.md, results.json, reliability.png "
+    print(f"wrote {out_dir}/table.md, results.json, summary.png (metrics per method, "
+          f"mean ± SE), reliability.png (one diagram per method) "
           f"[{time.perf_counter() - t0:.1f} s]")
     failed = [r for r in res["runs"] if r.get("failed")]
     if failed:
@@ -360,13 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the paper's method grid over seeds (Tables 1-2)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_flags(p)
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
-    p.add_argument("--formats", default="fixed8,bfp8",
-                   help="low-precision formats, comma-separated (default fixed8,bfp8); "
-                        "the FP32 rows are always included")
-    p.add_argument("--methods", default=None,
-                   help="keep only these methods (comma-separated), e.g. "
-                        "sgld,sgd,vc-sgldlp-l")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    p.add_argument("--formats", default="fixed4",
+                   help="low-precision formats, comma-separated (default fixed4: 4-bit "
+                        "fixed point, harsh enough to separate the methods; the paper's "
+                        "are fixed8,bfp8); the FP32 rows are always included")
+    p.add_argument("--methods", default=",".join(DEFAULT_COMPARE_METHODS),
+                   help="keep only these methods (comma-separated; 'all': every method "
+                        "of the paper's tables, cyclical ones included); default: "
+                        + ",".join(DEFAULT_COMPARE_METHODS))
+    p.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the noise-free control (T = 0) of every sampler row "
+                        "(default: on)")
     p.add_argument("--out-dir", dest="out_dir",
                    help="output directory (default runs/compare-<dataset>)")
     p.set_defaults(func=_cmd_compare)

@@ -1,5 +1,6 @@
 """One experiment as a frozen, validated :class:`RunConfig`; the paper's presets; the
-sampling plan (:func:`sample_epochs`) and the dataset of a run (:func:`prepare_data`).
+sampling plan (:func:`sample_steps`, :func:`sample_epochs`) and the dataset of a run
+(:func:`prepare_data`).
 
 Names are resolved once, on construction, into ``method_spec`` and ``format_spec``.
 """
@@ -29,7 +30,15 @@ from lpsampling.validation import (
     unit_interval,
 )
 
-__all__ = ["RunConfig", "PRESETS", "sample_epochs", "prepare_data"]
+__all__ = ["RunConfig", "PRESETS", "DEFAULT_SAMPLE_START", "MIN_SAMPLES", "sample_steps",
+           "sample_epochs", "prepare_data"]
+
+#: Default start of the SGLD sampling window, as a fraction of training: the paper
+#: samples over the last 50 of 245 epochs (0.796), so about half of its samples are taken
+#: while the step size still decays (the decay schedule ends at 0.9).
+DEFAULT_SAMPLE_START = 0.8
+#: The least number of SGLD samples by default (the paper averages 50).
+MIN_SAMPLES = 20
 
 # Fields that neither the compiled functions nor a checkpoint depend on.
 _NOT_TRAINING = ("data_dir", "checkpoint_dir", "checkpoint_every", "num_bins",
@@ -44,7 +53,8 @@ class RunConfig:
     an MLP with 100 hidden units, 60 epochs of batch 64 (22 steps each), lr 0.5 with the
     paper's decay schedule, weight decay 5e-4, a cold posterior ``T = 0.01`` (the paper's
     CIFAR runs use ``T = 1e-3``; at ``T = 1`` SGLD on digits trades accuracy for spread),
-    2 cycles of 30 epochs for the cyclical methods; 12 samples (cyclical: 4 per cycle).
+    2 cycles of 30 epochs for the cyclical methods; 24 samples spread evenly over the
+    last 20% of the steps, 2 per epoch (cyclical: 4 per cycle).
     :data:`PRESETS` hold the paper's CIFAR settings.
 
     Names are normalised (lower case; ``method`` uses ``-``, ``dataset`` uses ``_``) and
@@ -68,7 +78,9 @@ class RunConfig:
       schedule: ``"constant"``, ``"decay"`` or ``"cyclical"``; None picks ``"cyclical"``
         for the cyclical methods and ``"decay"`` otherwise. Cyclical methods require
         ``"cyclical"`` and the others forbid it.
-      temperature: ``T`` (1 samples the posterior; the paper's CIFAR runs use 1e-3).
+      temperature: ``T`` (1 samples the posterior; the paper's CIFAR runs use 1e-3; 0 is
+        the noise-free control of a sampler: the same schedule, quantization and sample
+        averaging without Langevin noise).
       weight_decay: Gaussian prior ``wd`` per datum (in the sampler, full precision).
       friction: SGHMC methods: friction ``γ`` (``lr`` is then the time step ``η``).
       inverse_mass: SGHMC methods: inverse mass ``u``. The defaults ``γ = u = 2`` make
@@ -78,8 +90,13 @@ class RunConfig:
       exploration_ratio: first fraction of each cycle without noise (cyclical only; 0:
         noise on every step, as the low-precision paper; the original cSGLD paper
         samples only late in each cycle).
-      samples: SGLD methods: number of samples, one per epoch over the last ``samples``
-        epochs; None: ``round(epochs · 50/245)`` (the paper's ratio), at least 1.
+      samples: SGLD methods: number of posterior samples, taken at steps spread evenly
+        over the sampling window (the last one at the final step; see
+        :func:`sample_steps`); None: ``max(20, round(2 · window epochs))`` — at least
+        :data:`MIN_SAMPLES`, about 2 per epoch of the window (at most one per step).
+      sample_start: SGLD methods: start of the sampling window as a fraction of the
+        training steps, in [0, 1) (default :data:`DEFAULT_SAMPLE_START`: the paper's
+        last 50 of 245 epochs).
       cycle_samples: cyclical methods: samples per cycle, one per epoch over the last
         ``cycle_samples`` epochs of each cycle; None: ``round(epochs_per_cycle / 7)``
         (the paper's 5 of 35), at least 1.
@@ -110,6 +127,7 @@ class RunConfig:
     num_cycles: int = 2
     exploration_ratio: float = 0.0
     samples: int | None = None
+    sample_start: float = DEFAULT_SAMPLE_START
     cycle_samples: int | None = None
     seed: int = 0
     num_bins: int = 15
@@ -194,14 +212,21 @@ class RunConfig:
         finite_float("temperature", self.temperature)
         finite_float("weight_decay", self.weight_decay)
         unit_interval("exploration_ratio", self.exploration_ratio)
+        unit_interval("sample_start", self.sample_start)
+        if float(self.sample_start) >= 1.0:
+            raise ValueError(f"sample_start must be in [0, 1) (a fraction of training), got "
+                             f"{self.sample_start!r}")
+        if float(self.temperature) < 0:
+            raise ValueError(f"temperature must be >= 0 (0: the noise-free control), got "
+                             f"{self.temperature!r}")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be a bool, got {self.augment!r}")
 
     def _check_sampling_plan(self) -> None:
         if not self.method_spec.cyclical:
-            if self.samples is not None and self.samples > self.epochs:
-                raise ValueError(f"samples ({self.samples}) exceeds epochs ({self.epochs}): "
-                                 "one sample is taken per epoch")
+            # the window must hold at least one step per sample; the exact count of steps
+            # needs the dataset (checked again by sample_steps), one step per epoch is the
+            # least any dataset gives
             return
         if self.epochs % self.num_cycles:
             raise ValueError(f"epochs ({self.epochs}) must be a multiple of num_cycles "
@@ -223,13 +248,36 @@ class RunConfig:
     @property
     def label(self) -> str:
         """The paper's method label, e.g. ``"VC SGLDLP-L"``."""
-        return method_label(self.method, self.format)
+        label = method_label(self.method, self.format)
+        return label + " (T=0)" if self.is_control else label
+
+    @property
+    def window_epochs(self) -> float:
+        """Length of the SGLD sampling window in epochs."""
+        return self.epochs * (1.0 - float(self.sample_start))
 
     @property
     def resolved_samples(self) -> int:
+        """SGLD methods: the number of posterior samples (see ``samples``)."""
         if self.samples is not None:
             return int(self.samples)
-        return max(1, round(self.epochs * 50 / 245))
+        return max(MIN_SAMPLES, round(2 * self.window_epochs))
+
+    @property
+    def num_samples(self) -> int:
+        """Samples the run collects: 1 (SGD: the final weights), ``num_cycles ×
+        resolved_cycle_samples`` (cyclical) or :attr:`resolved_samples`."""
+        spec = self.method_spec
+        if not spec.noise:
+            return 1
+        if spec.cyclical:
+            return self.num_cycles * self.resolved_cycle_samples
+        return self.resolved_samples
+
+    @property
+    def is_control(self) -> bool:
+        """A sampler run at ``T = 0``: the noise-free control of a stochastic method."""
+        return self.method_spec.noise and float(self.temperature) == 0.0
 
     @property
     def resolved_cycle_samples(self) -> int:
@@ -266,26 +314,61 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "paper-cifar100": dict(
         dataset="cifar100", model="resnet18", epochs=245, batch_size=128, lr=0.5,
-        weight_decay=5e-4, temperature=1e-3, samples=50, num_cycles=7, cycle_samples=5,
-        augment=True, eval_batch_size=1000,
+        weight_decay=5e-4, temperature=1e-3, samples=50, sample_start=0.8, num_cycles=7,
+        cycle_samples=5, augment=True, eval_batch_size=1000,
     ),
 }
 """Named settings from the paper's released scripts (ResNet-18, 245 epochs, batch 128,
-lr 0.5 with the decay schedule, weight decay 5e-4, temperature 1e-3, 50 samples; cyclical:
+lr 0.5 with the decay schedule, weight decay 5e-4, temperature 1e-3, 50 samples over the
+last 20% of training (one per epoch, as the paper's last 50 of 245 epochs); cyclical:
 7 cycles of 35 epochs, 5 samples per cycle)."""
 
 
-def sample_epochs(config: RunConfig) -> list[int]:
-    """The (0-based) epochs at whose end a posterior sample is taken."""
+def sample_steps(config: RunConfig, steps_per_epoch: int) -> list[int]:
+    """The steps after which a posterior sample is taken (step counts, 1-based: ``s``
+    means "after the ``s``-th optimizer step"), increasing.
+
+    * SGD methods: the final weights, ``[total]``;
+    * cyclical methods: the end of each of the last ``cycle_samples`` epochs of every
+      cycle;
+    * SGLD (every other sampler): ``S = resolved_samples`` steps spread evenly over the
+      window ``(s0, total]`` with ``s0 = floor(sample_start · total)``:
+      ``s0 + round((k + 1)(total − s0) / S)`` for ``k = 0 … S − 1`` (the last is the final
+      step).
+
+    With ``samples=None`` on a run whose window has fewer steps than the default count,
+    every step of the window is sampled (the bank keeps the default capacity).
+
+    Raises:
+      ValueError: the window has fewer steps than an explicit ``samples``.
+    """
+    spe = positive_int("steps_per_epoch", steps_per_epoch)
     spec = config.method_spec
-    e = config.epochs
-    if spec.kind == "sgd":
-        return [e - 1]
+    total = config.epochs * spe
+    if not spec.noise:
+        return [total]
     if spec.cyclical:
-        epc = e // config.num_cycles
+        epc = config.epochs // config.num_cycles
         k = config.resolved_cycle_samples
-        return [c * epc + j for c in range(config.num_cycles) for j in range(epc - k, epc)]
-    return list(range(e - config.resolved_samples, e))
+        return [(c * epc + j + 1) * spe for c in range(config.num_cycles)
+                for j in range(epc - k, epc)]
+    s0 = int(float(config.sample_start) * total)
+    n = config.resolved_samples
+    if config.samples is None:
+        # the default count on a run too short for it: one sample per step of the window
+        n = min(n, max(1, total - s0))
+    if n > total - s0:
+        raise ValueError(
+            f"samples ({n}) exceeds the {total - s0} steps of the sampling window (the last "
+            f"{1 - float(config.sample_start):g} of {total} steps): lower samples or "
+            f"sample_start")
+    return [s0 + round((k + 1) * (total - s0) / n) for k in range(n)]
+
+
+def sample_epochs(config: RunConfig, steps_per_epoch: int) -> list[int]:
+    """The (0-based) epochs during which at least one posterior sample is taken."""
+    spe = positive_int("steps_per_epoch", steps_per_epoch)
+    return sorted({(s - 1) // spe for s in sample_steps(config, spe)})
 
 
 def prepare_data(config: RunConfig, dataset: Dataset | None = None) -> Dataset:

@@ -18,8 +18,8 @@ import optax
 from lpsampling import bank as sample_bank
 from lpsampling.bank import SampleBank
 from lpsampling.data import Dataset, random_crop_flip
-from lpsampling.experiments.config import RunConfig, sample_epochs
-from lpsampling.flax import QuantConfig, ResNet, create_model
+from lpsampling.experiments.config import RunConfig
+from lpsampling.flax import QuantConfig, ResNet, SmallCNN, create_model
 from lpsampling.formats import FULL, Format
 from lpsampling.optax import (
     current_learning_rate,
@@ -122,7 +122,7 @@ def build_model(name: str, num_classes: int, quant: QuantConfig,
         if vocab_size is None:
             raise ValueError("model 'lstm' needs a text dataset (imdb)")
         return create_model("lstm", num_classes, quant, vocab_size=vocab_size, **kw)
-    if len(input_shape) != 3 and name in ("cnn", "resnet18", "resnet-mini"):
+    if len(input_shape) != 3 and name in ("cnn", "cnn-mini", "resnet18", "resnet-mini"):
         raise ValueError(f"model {name!r} needs image inputs (H, W, C), got examples of "
                          f"shape {input_shape}")
     if name in ("resnet18", "resnet-mini"):
@@ -134,6 +134,8 @@ def build_model(name: str, num_classes: int, quant: QuantConfig,
             return create_model("resnet18", num_classes, quant, pool_size=size, **kw)
         return ResNet(num_classes=num_classes, quant=quant, stage_sizes=(1, 1),
                       widths=(16, 32), strides=strides, pool_size=size, **kw)
+    if name == "cnn-mini":
+        return SmallCNN(num_classes=num_classes, quant=quant, channels=(8, 16), dense=64, **kw)
     return create_model(name, num_classes, quant, **kw)
 
 
@@ -205,7 +207,7 @@ class Engine:
 
     def initial_state(self, config: RunConfig, ds: Dataset, keys: RunKeys) -> TrainState:
         """The state before the first step (bank capacity: the samples of ``config``)."""
-        capacity = len(sample_epochs(config))
+        capacity = config.num_samples
         return self.init_state(jnp.asarray(ds.x_train[:2]), keys.init, keys.sampler,
                                keys.weights, capacity)
 

@@ -60,7 +60,10 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
 
     Returns:
       ``(metrics, probs)``: error, NLL, ECE (``num_bins`` bins), the paper's 9-bin ECE,
-      the error of the last sample alone; and the ``(N, C)`` BMA probabilities.
+      the error of the last sample alone, the mean error of the individual samples
+      (``member_error``: the BMA's gain over it is the gain of averaging), the ensemble's
+      diversity (``disagreement``: :func:`~lpsampling.metrics.pairwise_disagreement` of
+      the samples' predictions); and the ``(N, C)`` BMA probabilities.
 
     Raises:
       EmptySampleBankError: (a ``ValueError``) when no sample has been collected.
@@ -74,12 +77,15 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
         raise EmptySampleBankError(
             f"the sample bank is empty: no posterior sample was collected (training stopped "
             f"at step {output.step} of {output.total_steps}; samples are taken at the end "
-            f"of epochs {_short_list(output.sample_epochs)})")
+            f"after steps {_short_list(output.sample_steps)})")
     n, c = ds.num_test, ds.num_classes
     bsz = min(config.eval_batch_size, n)
     k_eval = run_keys(config.seed).eval
-
-    def sample_logits(i: int) -> jax.Array:
+    bma = _metrics.bma_init(n, c)
+    last = None
+    labels = jnp.asarray(ds.y_test)
+    preds, member_errors = [], []
+    for i in range(size):
         idx = jnp.asarray(i, jnp.int32)
         params = engine.bank_get(bank, idx)
         bstats = None if stats_bank is None else engine.bank_get(stats_bank, idx)
@@ -92,22 +98,21 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
                 xb = np.concatenate([xb, np.zeros((bsz - m,) + xb.shape[1:], xb.dtype)])
             logits = engine.eval_logits(params, bstats, xb, jax.random.fold_in(k_i, j))
             chunks.append(logits[:m])
-        return jnp.concatenate(chunks, axis=0)
-
+        logits = jnp.concatenate(chunks, axis=0)
+        bma = _metrics.bma_update(bma, logits)
+        last = logits
+        preds.append(jnp.argmax(logits, axis=-1))
+        member_errors.append(float(_metrics.error_rate(logits, labels)))
     if _bma_from_codes(config, bank):
-        # int8 layers multiply the bank's codes; same keys per sample and chunk as below
+        # The members' own predictions (member error, disagreement) come from the loop
+        # above; the ensemble's probabilities from the int8 layers multiplying the bank's
+        # codes, with the same keys per sample and chunk.
         probs = bank_predict(engine.model, bank, ds.x_test, stats_bank=stats_bank,
                              key=k_eval, batch_size=bsz)
-        last = sample_logits(size - 1)
         bma_from = "int8 codes"
     else:
-        bma = _metrics.bma_init(n, c)
-        for i in range(size):
-            last = sample_logits(i)
-            bma = _metrics.bma_update(bma, last)
         probs = _metrics.bma_probs(bma)
         bma_from = "unpacked"
-    labels = jnp.asarray(ds.y_test)
     out = {
         "error": float(_metrics.error_rate(probs, labels)),
         "nll": float(_metrics.nll(probs, labels)),
@@ -116,6 +121,8 @@ def evaluate(output: TrainOutput, *, dataset: Dataset | None = None
         "paper_ece": float(_metrics.paper_ece(probs, labels)),
         "paper_ece_num_bins": 9,
         "last_sample_error": float(_metrics.error_rate(last, labels)),
+        "member_error": float(np.mean(member_errors)),
+        "disagreement": float(_metrics.pairwise_disagreement(jnp.stack(preds), c)),
         "num_samples": size,
         "num_test": n,
         "bma_from": bma_from,
@@ -128,6 +135,23 @@ def _bma_from_codes(config: RunConfig, bank: sample_bank.SampleBank) -> bool:
     layers on them (:func:`lpsampling.flax.bank_predict`)."""
     return (getattr(config, "compute", "float32") == "int8"
             and not config.format_spec.weight.is_identity)
+
+
+def _sampling(config: RunConfig, output: TrainOutput) -> dict[str, Any]:
+    """When the samples were taken, in words a table can print."""
+    steps, spe = output.sample_steps, output.steps_per_epoch
+    first_epoch = (steps[0] - 1) / spe if steps else None
+    span = (steps[-1] - steps[0]) / spe + 1 if steps else 0.0
+    return {
+        "num_samples": len(steps),
+        "first_step": steps[0] if steps else None,
+        "last_step": steps[-1] if steps else None,
+        "window_start_fraction": (steps[0] / output.total_steps if steps else None),
+        "first_epoch": first_epoch,
+        "samples_per_epoch": len(steps) / max(span, 1.0),
+        "temperature": float(config.temperature),
+        "control": config.is_control,
+    }
 
 
 def _short_list(xs: Sequence[int]) -> str:
@@ -181,6 +205,8 @@ def run_experiment(
         "config": config.to_dict(),
         "metrics": metrics,
         "sample_epochs": output.sample_epochs,
+        "sample_steps": output.sample_steps,
+        "sampling": _sampling(config, output),
         "num_params": n_params,
         "bank": {
             "capacity": cap,

@@ -1,5 +1,6 @@
 """The training loop: :func:`train` runs one configuration, collects its posterior samples
-(one per sampled epoch, packed in the weight format) and checkpoints it.
+(at the steps of :func:`~lpsampling.experiments.config.sample_steps`, packed in the weight
+format) and checkpoints it.
 
 Data order is a pure function of ``(seed, epoch)`` and every random draw of a step a pure
 function of ``(seed, step)``, so a run resumed from a checkpoint continues bit-identically.
@@ -23,7 +24,7 @@ from lpsampling.experiments.checkpoint import (
     checkpoint_meta,
     resume_from,
 )
-from lpsampling.experiments.config import RunConfig, prepare_data, sample_epochs
+from lpsampling.experiments.config import RunConfig, prepare_data, sample_epochs, sample_steps
 from lpsampling.experiments.engine import Engine, TrainState, get_engine, run_keys, zero_sums
 
 __all__ = ["TrainOutput", "epoch_rng", "nonfinite_count", "train"]
@@ -41,7 +42,8 @@ class TrainOutput:
       total_steps: ``epochs × steps_per_epoch``.
       steps_per_epoch: optimizer steps per epoch.
       history: one dict per finished epoch (loss, accuracy, lr, phase, samples).
-      sample_epochs: the epochs at whose end a sample is (to be) taken.
+      sample_epochs: the epochs during which a sample is (to be) taken.
+      sample_steps: the steps after which a sample is (to be) taken (1-based counts).
       resumed_from: the checkpoint step training resumed from, or None.
       train_time_s: wall time of this call's training loop (compilation included).
     """
@@ -53,6 +55,7 @@ class TrainOutput:
     steps_per_epoch: int
     history: list[dict[str, Any]]
     sample_epochs: list[int]
+    sample_steps: list[int]
     resumed_from: int | None
     train_time_s: float
     engine: Any = dataclasses.field(repr=False, default=None)
@@ -121,7 +124,8 @@ def train(
     engine = get_engine(config, ds)
     keys = run_keys(config.seed)
     spe, total = engine.steps_per_epoch, engine.total_steps
-    plan = sample_epochs(config)
+    plan = sample_epochs(config, spe)
+    at_steps = sample_steps(config, spe)
 
     state = engine.initial_state(config, ds, keys)
     ckpt = Checkpointer(config.checkpoint_dir) if config.checkpoint_dir else None
@@ -136,7 +140,8 @@ def train(
 
         t0 = time.perf_counter()
         loop = _Loop(engine=engine, config=config, ds=ds, data_key=keys.data,
-                     plan=set(plan), history=history, save=save, on_step=on_step)
+                     plan=set(plan), at_steps=frozenset(at_steps), history=history,
+                     save=save, on_step=on_step)
         state, step = loop.run(start.state, start.step, progress=progress)
         train_time = time.perf_counter() - t0
         if step == total:
@@ -146,6 +151,7 @@ def train(
             ckpt.close()
     return TrainOutput(config=config, state=state, step=step, total_steps=total,
                        steps_per_epoch=spe, history=history, sample_epochs=plan,
+                       sample_steps=at_steps,
                        resumed_from=start.from_step,
                        train_time_s=train_time, engine=engine)
 
@@ -164,6 +170,7 @@ class _Loop:
     ds: Dataset
     data_key: Any
     plan: set[int]
+    at_steps: frozenset[int]
     history: list[dict[str, Any]]
     save: Callable[[int, TrainState], None]
     on_step: Callable[[int], None] | None
@@ -202,11 +209,11 @@ class _Loop:
                     bar.set_postfix(loss=f"{loss_s / seen:.4f}", acc=f"{corr_s / seen:.3f}",
                                     lr=f"{float(aux[0]):.3g}", phase=_phase(epoch, plan),
                                     refresh=False)
+                if step in self.at_steps:
+                    bank = engine.bank_add(bank, params)
+                    if stats_bank is not None:
+                        stats_bank = engine.bank_add(stats_bank, bstats)
                 if end_of_epoch:
-                    if epoch in plan:
-                        bank = engine.bank_add(bank, params)
-                        if stats_bank is not None:
-                            stats_bank = engine.bank_add(stats_bank, bstats)
                     loss_s, corr_s, seen = (float(v) for v in sums)
                     self.history.append({
                         "epoch": epoch, "loss": loss_s / seen, "accuracy": corr_s / seen,

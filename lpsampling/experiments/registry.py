@@ -118,9 +118,11 @@ class FormatSpec:
 
 
 
-MODEL_NAMES: tuple[str, ...] = tuple(MODELS) + ("resnet-mini",)
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS) + ("resnet-mini", "cnn-mini")
 """Model names: those of :func:`lpsampling.flax.create_model` plus ``resnet-mini`` (a
-CIFAR-style ResNet with one basic block per stage, widths 16/32; for CPU tests)."""
+CIFAR-style ResNet with one basic block per stage, widths 16/32; for CPU tests) and
+``cnn-mini`` (:class:`~lpsampling.flax.SmallCNN` with 8/16 channels and 64 dense units,
+about 150k parameters on 28×28 images: the CNN of the CPU bit-width sweep)."""
 
 SCHEDULES: tuple[str, ...] = ("constant", "decay", "cyclical")
 

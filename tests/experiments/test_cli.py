@@ -46,23 +46,39 @@ def test_run_unknown_names_list_choices(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compare_writes_table_json_png(tmp_path, capsys):
-    rc = cli.main(["compare", "--seeds", "1", *TINY, "--num-cycles", "1", "--samples", "2",
+def test_compare_writes_table_verdicts_json_png(tmp_path, capsys):
+    rc = cli.main(["compare", "--seeds", "2", *TINY, "--num-cycles", "1", "--samples", "2",
                    "--formats", "bfp8", "--methods", "sgld,sgd,csgld,vc-sgldlp-l",
                    "--out-dir", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| format | method | error % | ECE % (15 bins) | NLL | seeds |" in out
-    for label in ("SGLDFP", "SGDFP", "cSGLDFP", "VC SGLDLP-L"):
-        assert label in out
+    assert ("| format | method | error % | ECE % (15 bins) | NLL | samples | disagreement % "
+            "| seeds | verdict (error / NLL / ECE) |") in out
+    # every sampler row is followed by its noise-free control
+    labels = ["SGLDFP", "SGLDFP (T=0)", "SGDFP", "cSGLDFP", "cSGLDFP (T=0)", "VC SGLDLP-L",
+              "VC SGLDLP-L (T=0)"]
     res = json.loads((tmp_path / "results.json").read_text())
-    assert [r["label"] for r in res["summary"]] == ["SGLDFP", "SGDFP", "cSGLDFP",
-                                                    "VC SGLDLP-L"]
-    assert len(res["runs"]) == 4
-    assert (tmp_path / "table.md").read_text().count("\n| ") == 5
-    for name in ("reliability.png", "reliability-fp32.png", "reliability-bfp8.png"):
+    assert [r["label"] for r in res["summary"]] == labels
+    assert [r["control"] for r in res["summary"]] == [False, True, False, False, True,
+                                                      False, True]
+    assert len(res["runs"]) == 2 * len(labels)
+    assert all(r["config"]["temperature"] == 0.0 for r in res["runs"]
+               if r["label"].endswith("(T=0)"))
+    # the verdict column and the test behind it
+    by = {r["label"]: r for r in res["summary"]}
+    assert by["SGDFP"]["verdict"] is None and "(reference)" in out
+    v = by["SGLDFP"]["verdict"]
+    assert v["vs"] == "SGDFP" and v["error"]["test"] == "paired t"
+    assert v["nll"]["outcome"] in ("better", "worse", "no detectable difference")
+    assert by["VC SGLDLP-L (T=0)"]["verdict"]["vs"] == "VC SGLDLP-L"
+    assert by["VC SGLDLP-L"]["verdict"] is None  # no naive / SGDLP-L row in its format
+    assert "paired t test over seeds (two-sided, α = 0.05" in out
+    assert by["SGLDFP"]["num_samples"] == 2 and by["SGDFP"]["num_samples"] == 1
+    # header + 7 rows; the differences behind the 5 verdicts: header + 5 rows
+    assert (tmp_path / "table.md").read_text().count("\n| ") == (1 + 7) + (1 + 5)
+    for name in ("summary.png", "reliability.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 4
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2 * len(labels)
 
 
 def test_gaussian_writes_png(tmp_path, capsys):

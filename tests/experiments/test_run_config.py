@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from lpsampling.experiments import RunConfig, get_format, get_method, sample_epochs
+from lpsampling.experiments import (
+    RunConfig,
+    get_format,
+    get_method,
+    sample_epochs,
+    sample_steps,
+)
 
 
 def test_schedule_rules():
@@ -17,15 +23,38 @@ def test_schedule_rules():
 
 
 def test_sample_plan():
-    assert sample_epochs(RunConfig(epochs=10, samples=3)) == [7, 8, 9]
-    assert sample_epochs(RunConfig(method="sgd", epochs=10)) == [9]  # final weights only
+    # 10 epochs of 4 steps, window = the last 20% = steps (32, 40], 4 samples evenly
+    cfg = RunConfig(epochs=10, samples=4)
+    assert sample_steps(cfg, 4) == [34, 36, 38, 40]
+    assert sample_epochs(cfg, 4) == [8, 9]
+    assert sample_steps(cfg.replace(sample_start=0.5), 4) == [25, 30, 35, 40]
+    # the default: at least 20, about 2 per epoch of the window
+    assert RunConfig(epochs=10).resolved_samples == 20
+    assert RunConfig(epochs=60).resolved_samples == 24
+    steps = sample_steps(RunConfig(epochs=60), 22)
+    assert len(steps) == 24 == len(set(steps)) and steps[-1] == 60 * 22
+    assert steps[0] > 0.8 * 60 * 22
+    assert sample_steps(RunConfig(method="sgd", epochs=10), 4) == [40]  # final weights
+    assert RunConfig(method="sgd", epochs=10).num_samples == 1
     cyc = RunConfig(method="csgld", epochs=12, num_cycles=3, cycle_samples=2)
-    assert sample_epochs(cyc) == [2, 3, 6, 7, 10, 11]
+    assert sample_epochs(cyc, 5) == [2, 3, 6, 7, 10, 11]
+    assert sample_steps(cyc, 5)[:2] == [15, 20] and cyc.num_samples == 6
     paper = RunConfig(method="csgld", epochs=245, num_cycles=7)
-    assert len(sample_epochs(paper)) == 35  # 5 per 35-epoch cycle
-    assert RunConfig(epochs=245).resolved_samples == 50
-    with pytest.raises(ValueError, match="exceeds epochs"):
-        RunConfig(epochs=3, samples=4)
+    assert len(sample_epochs(paper, 1)) == 35  # 5 per 35-epoch cycle
+    # the default count on a short run: every step of the window
+    assert sample_steps(RunConfig(epochs=2), 4) == [7, 8]
+    with pytest.raises(ValueError, match="exceeds the 2 steps of the sampling window"):
+        sample_steps(RunConfig(epochs=10, samples=3), 1)
+    with pytest.raises(ValueError, match="sample_start"):
+        RunConfig(sample_start=1.0)
+
+
+def test_noise_free_control():
+    ctl = RunConfig(method="vc-sgldlp-l", format="fixed8", temperature=0.0)
+    assert ctl.is_control and ctl.label == "VC SGLDLP-L (T=0)"
+    assert not RunConfig(method="sgd", temperature=0.0).is_control  # SGD has no noise
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        RunConfig(temperature=-1.0)
 
 
 def test_names_resolved_once_into_specs():
