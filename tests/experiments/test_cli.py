@@ -130,7 +130,9 @@ def test_run_and_compare_sghmc_methods(tmp_path, capsys):
                    "--methods", "sghmc,sghmclp-l", "--out-dir", str(tmp_path / "c")])
     assert rc == 0
     res = json.loads((tmp_path / "c" / "results.json").read_text())
-    assert [r["label"] for r in res["summary"]] == ["SGHMCFP", "naive SGHMCLP-L"]
+    # every sampler row is followed by its noise-free control (compare's default)
+    assert [r["label"] for r in res["summary"]] == [
+        "SGHMCFP", "SGHMCFP (T=0)", "naive SGHMCLP-L", "naive SGHMCLP-L (T=0)"]
     assert cli.main(["run", "--method", "sghmc", "--friction", "0", *TINY]) == 2
     assert "friction" in capsys.readouterr().err
 
@@ -172,5 +174,5 @@ def test_compute_int8_refused_for_fixed8(tmp_path, capsys):
     assert "keeps its activations in float32" in capsys.readouterr().err
     rc = cli.main(["compare", "--compute", "int8", *TINY, "--seeds", "1",
                    "--out-dir", str(tmp_path / "cmp")])
-    assert rc == 2  # the default formats include fixed8
-    assert "fixed8" in capsys.readouterr().err
+    assert rc == 2  # compare's default format is 4-bit fixed point, float32 activations
+    assert "'fixed4-4' keeps its activations in float32" in capsys.readouterr().err
