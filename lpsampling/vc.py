@@ -2,13 +2,18 @@ r"""The variance-corrected quantizer Q_vc of Zhang, Wilson & De Sa (ICML 2022).
 
 :func:`vc_quantize` returns per element a value on the format's grid with ``E[q] = μ`` and
 ``Var[q] = v`` (exactly wherever ``v ≥ v_s`` and the output stays in ``μ``'s block or
-binade), so a low-precision accumulator carries the Langevin noise *as* quantization noise.
+binade, and ``μ`` inside its grid's range), so a low-precision accumulator carries the
+Langevin noise *as* quantization noise.
 With gap ``Δ`` (fixed by ``μ``'s block or binade) and ``v₀ = Δ²/4``:
 
 * ``v > v₀``: ``x = μ + sqrt(v − v₀)·ξ``, ``q = nearest(x)``, then add ``c ∈ {+Δ, −Δ, 0}``
   with ``E[c | r] = r = x − q`` and ``Var[c | r] = v₀``;
 * ``v ≤ v₀``: stochastic rounding (variance ``v_s = a(Δ − a)``, ``a = μ − Δ⌊μ/Δ⌋``) plus
-  ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``.
+  ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``. The mean is
+  first saturated onto the range of its own grid, as :func:`~lpsampling.quantize.quantize`
+  saturates it (for block floating point: a block maximum in the last gap, above the top
+  code ``(2**(wl-1) − 1)·Δ`` and below ``2**(e+1)``, becomes the top code), so
+  ``Q_vc(μ, 0)`` *is* stochastic rounding of ``μ`` in distribution, as naive SGLDLP-L's.
 
 Where ``√v > 2**12·Δ`` the draw runs on a working gap ``2**(⌊log2 √v⌋ − 12)``. Outputs that
 leave ``μ``'s block or binade are stochastically re-rounded onto the format (mean exact), so
@@ -158,7 +163,10 @@ def vc_quantize(
     Returns:
       An array like ``mean`` on the format's grid with ``E = μ`` and ``Var = max(v, v_s)``
       (see the module docstring for ``v_s``, ``docs/formats.md`` for the rules at range
-      and binade edges).
+      and binade edges). With ``v ≤ Δ²/4``, ``μ`` is first saturated onto its grid's range
+      as stochastic rounding saturates it (a block-floating-point block maximum above the
+      top code); with ``v = 0`` the output is distributed as
+      ``quantize(mean, fmt, rounding="stochastic")``.
     """
     check_format(fmt)
     mean = check_float_array(mean, "mean")
