@@ -231,7 +231,7 @@ def _edge_rows(wl):
     return np.asarray(rows, np.float32)
 
 
-@pytest.mark.parametrize("wl", [3, 4, 5, 8])
+@pytest.mark.parametrize("wl", [3, 4, 8])
 def test_zero_variance_is_stochastic_rounding_bfp(wl):
     n = 2000
     fmt = lps.BlockFloatingPoint(wl, axis=0)
@@ -283,7 +283,7 @@ def test_nan_block_stays_nan(fmt):
     for v in (0.0, 1e-3):
         variance = jnp.asarray([[v, v], [1.0, 1.0]], jnp.float32)
         for seed in range(4):
-            out = np.asarray(vc_quantize(mu, variance, fmt, key=jax.random.key(15 + seed)))
+            out = np.asarray(VC(mu, variance, fmt, key=jax.random.key(15 + seed)))
             assert np.isnan(out[0, 0]) and np.all(np.isfinite(out.ravel()[1:])), (v, out)
 
 
