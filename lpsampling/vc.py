@@ -2,13 +2,18 @@ r"""The variance-corrected quantizer Q_vc of Zhang, Wilson & De Sa (ICML 2022).
 
 :func:`vc_quantize` returns per element a value on the format's grid with ``E[q] = μ`` and
 ``Var[q] = v`` (exactly wherever ``v ≥ v_s`` and the output stays in ``μ``'s block or
-binade), so a low-precision accumulator carries the Langevin noise *as* quantization noise.
+binade, and ``μ`` inside its grid's range), so a low-precision accumulator carries the
+Langevin noise *as* quantization noise.
 With gap ``Δ`` (fixed by ``μ``'s block or binade) and ``v₀ = Δ²/4``:
 
 * ``v > v₀``: ``x = μ + sqrt(v − v₀)·ξ``, ``q = nearest(x)``, then add ``c ∈ {+Δ, −Δ, 0}``
   with ``E[c | r] = r = x − q`` and ``Var[c | r] = v₀``;
 * ``v ≤ v₀``: stochastic rounding (variance ``v_s = a(Δ − a)``, ``a = μ − Δ⌊μ/Δ⌋``) plus
-  ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``.
+  ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``. The mean is
+  first saturated onto the range of its own grid, as :func:`~lpsampling.quantize.quantize`
+  saturates it (for block floating point: a block maximum in the last gap, above the top
+  code ``(2**(wl-1) − 1)·Δ`` and below ``2**(e+1)``, becomes the top code), so
+  ``Q_vc(μ, 0)`` *is* stochastic rounding of ``μ`` in distribution, as naive SGLDLP-L's.
 
 Where ``√v > 2**12·Δ`` the draw runs on a working gap ``2**(⌊log2 √v⌋ − 12)``. Outputs that
 leave ``μ``'s block or binade are stochastically re-rounded onto the format (mean exact), so
@@ -29,8 +34,14 @@ from lpsampling.validation import prng_key
 __all__ = ["vc_quantize"]
 
 
-def _vc_units(m: jax.Array, vu: jax.Array, xi: jax.Array, u: jax.Array) -> jax.Array:
-    """Q_vc in units of the gap: mean ``m``, variance ``vu`` (both in Δ units, Δ² units)."""
+def _vc_units(m: jax.Array, vu: jax.Array, xi: jax.Array, u: jax.Array,
+              m_small: jax.Array | None = None) -> jax.Array:
+    """Q_vc in units of the gap: mean ``m``, variance ``vu`` (both in Δ units, Δ² units).
+
+    ``m_small``: the mean the small-variance branch rounds (default ``m``); the caller
+    passes ``m`` saturated onto the range of its own grid (see :func:`_vc_draw`).
+    """
+    m_small = m if m_small is None else m_small
     # v > v0 (= 1/4 in units of Δ²)
     s = m + jnp.sqrt(jnp.maximum(vu - 0.25, 0.0)) * xi
     q = jnp.round(s)
@@ -44,8 +55,8 @@ def _vc_units(m: jax.Array, vu: jax.Array, xi: jax.Array, u: jax.Array) -> jax.A
     large = q + direction * c
 
     # v <= v0: stochastic rounding of m, plus ±1 with probability p each.
-    lo = jnp.floor(m)
-    f = m - lo
+    lo = jnp.floor(m_small)
+    f = m_small - lo
     p = 0.5 * jnp.maximum(vu - f * (1.0 - f), 0.0)
     c0 = (1.0 - f) * p
     c1 = c0 + (1.0 - f) * (1.0 - 2.0 * p) + f * p
@@ -99,7 +110,19 @@ def _vc_draw(mean, variance, fmt: Format, xi, k_choice, k_final) -> jax.Array:
     kk = jnp.where(has_grid, k, 0)
     m = scale_pow2(mean, -kk)
     vu = scale_pow2(scale_pow2(variance, -kk), -kk)
-    units = _vc_units(m, vu, xi, uniform24(k_choice, shape))
+    # The small-variance branch is stochastic rounding of μ (plus a rare ±Δ step), so it
+    # rounds μ as quantize does: saturated onto the range of μ's own grid. For block
+    # floating point that range ends at the top code 2**(wl-1) - 1, one gap below the top
+    # of the block's binade, and a block maximum in that last gap would otherwise round
+    # up to 2**(e+1) with probability equal to its fractional position: a carry into the
+    # next exponent, which re-rounds every element of the block onto a grid twice as
+    # coarse (variance up to Δ² each). Saturating the mean there costs that one element a
+    # bias of at most one gap, exactly as plain stochastic rounding (and so the naive
+    # low-precision accumulator) does, and makes Q_vc(μ, 0) stochastic rounding of μ in
+    # distribution. In that branch √v ≤ Δ/2, so the working gap is μ's own gap wherever
+    # μ has a grid. Only the ±Δ step may still cross the range; it is re-rounded below.
+    m_small = scale_pow2(fmt.saturate(mean, kk), -kk)
+    units = _vc_units(m, vu, xi, uniform24(k_choice, shape), m_small)
     # no grid (all-zero block or sub-normal float gap) and v = 0: the mean itself
     out = jnp.where(has_grid, scale_pow2(units, kk), mean)
     if fmt.uniform_grid:
@@ -140,7 +163,10 @@ def vc_quantize(
     Returns:
       An array like ``mean`` on the format's grid with ``E = μ`` and ``Var = max(v, v_s)``
       (see the module docstring for ``v_s``, ``docs/formats.md`` for the rules at range
-      and binade edges).
+      and binade edges). With ``v ≤ Δ²/4``, ``μ`` is first saturated onto its grid's range
+      as stochastic rounding saturates it (a block-floating-point block maximum above the
+      top code); with ``v = 0`` the output is distributed as
+      ``quantize(mean, fmt, rounding="stochastic")``.
     """
     check_format(fmt)
     mean = check_float_array(mean, "mean")

@@ -2,7 +2,7 @@
 
 * jaxpr walking: :func:`count_primitives`;
 * format grids: :func:`nearest`, :func:`on_grid`;
-* statistical tolerances: :data:`Z`, :func:`binom_tol`;
+* statistical tolerances: :data:`Z`, :func:`binom_tol`, :func:`assert_stochastic_rounding`;
 * fake CPU devices for subprocesses: :func:`fake_devices_env`.
 """
 
@@ -12,9 +12,11 @@ import functools
 import os
 from collections.abc import Iterable, Mapping
 
+import format_reference as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 import lpsampling as lps
 
@@ -51,6 +53,24 @@ def _on_grid(x: jax.Array, fmt) -> jax.Array:
 def on_grid(x: jax.Array, fmt) -> bool:
     """True when every element of ``x`` is a value of ``fmt``."""
     return bool(_on_grid(x, fmt))
+
+
+def assert_stochastic_rounding(out: np.ndarray, x: np.ndarray, fmt) -> None:
+    """``out`` (draws along axis 0) is distributed as stochastic rounding of ``x``.
+
+    Every draw is one of x's two neighbours a < b on its own grid (clipped to the range,
+    a block's top code for block floating point, as quantize clips), and the count of b
+    lies in the central 1 - 1e-7 interval of Binomial(n, p): an exact test of a two-point
+    distribution, so of its mean and variance. (The kernels draw p on a 2**-24 lattice,
+    which moves n·p by less than 1e-3 here.)
+    """
+    a, b, p = ref.stochastic_rounding_neighbours(np.asarray(x, np.float64), fmt)
+    support = (out == a) | (out == b)
+    assert support.all(), (fmt, x[~support.all(0)], out[:, ~support.all(0)][:5])
+    k = np.sum((out == b) & (a != b), axis=0)
+    lo, hi = scipy.stats.binom.interval(1 - 1e-7, out.shape[0], p)
+    bad = (a != b) & ((k < lo) | (k > hi))
+    assert not bad.any(), (fmt, x[bad], k[bad], p[bad] * out.shape[0])
 
 
 def binom_tol(p, n):

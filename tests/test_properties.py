@@ -293,11 +293,14 @@ def _vc_safe(mu: np.ndarray, sigma: float, fmt) -> bool:
 
 @given(moment_case(), variances, st.integers(0, 1000))
 def test_vc_quantize_mean_and_variance(case, v, seed):
-    """E[q] = μ; max(v, v_s) <= Var[q] <= max(v, Δ_μ²/4) + E[Δ_out²]/2 (vc docstring).
+    """E[q] = μ'; max(v, v_s) <= Var[q] <= max(v, Δ_μ²/4) + E[Δ_out²]/2 (vc docstring).
 
-    v_s is plain stochastic rounding's variance on μ's own grid and Δ_out the gap of the
-    output's block or binade (a final re-rounding onto the format adds at most Δ_out²/4,
-    and a carry into the block's next exponent at most as much again)."""
+    μ' is μ, except for v <= Δ_μ²/4 (stochastic rounding plus a rare ±Δ step), where it
+    is μ saturated onto the range of its own grid as stochastic rounding saturates it
+    (for block floating point: a block maximum above the top code). v_s is plain stochastic
+    rounding's variance of μ' on μ's own grid and Δ_out the gap of the output's block or
+    binade (a final re-rounding onto the format adds at most Δ_out²/4, and a carry into
+    the block's next exponent at most as much again)."""
     fmt, mu = case
     mu = ref.daz(mu, fmt).astype(np.float32)  # the kernels read subnormals as zero
     v = float(np.float32(v)) if abs(np.float32(v)) >= ref.F32_MIN_NORMAL else 0.0  # v too
@@ -307,8 +310,11 @@ def test_vc_quantize_mean_and_variance(case, v, seed):
     q = np.asarray(_vc_draws(fmt, mu.shape, N_DRAWS)(jnp.asarray(mu), jnp.float32(v), keys),
                    np.float64)
     mu64 = mu.astype(np.float64)
-    _, v_s, _ = ref.stochastic_rounding_moments(mu64, fmt)
     d_mu = ref.gap(mu64, fmt)
+    blo, bhi = ref.bounds(mu64, fmt)
+    small = (np.float64(np.float32(v)) <= d_mu**2 / 4) & (d_mu > 0)
+    mu64 = np.where(small, np.clip(mu64, blo, bhi), mu64)
+    _, v_s, _ = ref.stochastic_rounding_moments(mu64, fmt)
     d_out = np.stack([ref.gap(row, fmt) for row in q])
     lower = np.maximum(np.float64(np.float32(v)), v_s)
     upper = np.maximum(np.float64(np.float32(v)), d_mu**2 / 4) + np.mean(d_out**2, 0) / 2

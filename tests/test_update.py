@@ -180,6 +180,26 @@ def test_sgd_low_is_stochastic_rounding_of_mu():
     _check_moments(x, mu, DELTA**2 * frac * (1 - frac))
 
 
+@pytest.mark.parametrize("accumulator", ["low", "vc"])
+def test_zero_noise_on_low_bit_blocks_is_stochastic_rounding(accumulator):
+    """4-bit BFP, v = 0: both low-precision accumulators are stochastic rounding of μ, with
+    a block maximum in its last gap (above the top code 7Δ, below 2^(e+1) = 8Δ) saturated
+    at 7Δ. ("vc" used to carry it into the next exponent, re-rounding its whole block
+    onto a grid twice as coarse; VC SGLDLP-L then trained far worse than naive at 3-4
+    bits.) θ = 0 and η = 1, so μ = -g exactly; 2000 steps from one state."""
+    fmt = lps.BlockFloatingPoint(4, axis=-1)
+    mu = np.array(jax.random.normal(jax.random.key(30), (24, 16)) * 0.05, np.float32)
+    mu[3, 5] = 1.9  # column 5's maximum: exponent 0, Δ = 1/4, top code 1.75
+    mu[7, 9] = -(2.0**-3) * 1.95  # column 9's: exponent -3, in its last gap
+    precision = Precision(fmt, lps.FULL, accumulator)
+    theta = jnp.zeros_like(mu)
+    step = jax.jit(jax.vmap(lambda k: update_position(
+        k, theta, jnp.asarray(-mu), learning_rate=1.0, noise_variance=0.0,
+        precision=precision)[0]))
+    out = np.asarray(step(jax.random.split(jax.random.key(31), 2000)), np.float64)
+    helpers.assert_stochastic_rounding(out, mu, fmt)
+
+
 def test_full_precision_sgd_is_exact():
     theta = jnp.linspace(-2, 2, 11, dtype=jnp.float32)
     g = jnp.linspace(1, -3, 11, dtype=jnp.float32)

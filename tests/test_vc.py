@@ -11,6 +11,7 @@ Monte-Carlo tolerances (n draws per element, all keys fixed):
 
 from __future__ import annotations
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -201,6 +202,89 @@ def test_full_is_mean_plus_gaussian_noise():
     assert abs(xi.mean()) <= Z / np.sqrt(n)
     assert abs(xi.var() - 1) <= Z * np.sqrt(2 / n)
     assert scipy.stats.kstest(xi, "norm").pvalue > 1e-6
+
+
+# ----------------------------------------------------------------------------------------
+# v = 0 is stochastic rounding, also at low word lengths and at a block's top.
+#
+# With wl bits a block of exponent e holds codes up to M = 2^(wl-1) - 1 at gap
+# Δ = 2^(e+2-wl), so its last gap (MΔ, 2^(e+1)) holds means beyond the range. Stochastic
+# rounding (quantize) saturates those at MΔ; Q_vc used to round them up to 2^(e+1) with
+# probability equal to their fraction, a carry into the next exponent that re-rounded
+# the whole block onto a grid twice as coarse: +14% variance on a 784x100 N(0, 0.05²)
+# BlockFloatingPoint(4, axis=0) tensor at v = 0, +24% at 3 bits, and VC SGLDLP-L at
+# T = 1e-3 (v ~ 1e-10, far below the rounding variance) trained far worse than naive
+# SGLDLP-L (Fashion-MNIST MLP, bfp4: 42-50% error against 22-29%).
+
+
+def _edge_rows(wl):
+    """Rows (axis=0 blocks) of BlockFloatingPoint(wl) at exponent 0, and a negative one:
+    maxima inside the last gap (MΔ, 2), exactly at MΔ, just above 2^e = 1; an all-zero
+    row; the other elements spread over odd and even codes and fractions."""
+    d = 2.0 ** (2 - wl)
+    top = 2.0 - d
+    rest = [0.3 * d, -1.5 * d, 0.7, -0.45, 2.5 * d, 0.9 * d, -0.05]
+    rows = [[top + f * d] + rest for f in (0.05, 1 / 3, 0.5, 0.9)]
+    rows += [[-(top + 0.6 * d)] + rest, [top] + rest, [1.0 + 0.3 * d] + rest]
+    rows += [[x / 4 for x in rows[1]]]  # exponent -2
+    rows += [[0.0] * len(rest + [0])]
+    return np.asarray(rows, np.float32)
+
+
+@pytest.mark.parametrize("wl", [3, 4, 8])
+def test_zero_variance_is_stochastic_rounding_bfp(wl):
+    n = 2000
+    fmt = lps.BlockFloatingPoint(wl, axis=0)
+    x = _edge_rows(wl)
+    helpers.assert_stochastic_rounding(vc_draws(jnp.asarray(x), 0.0, fmt, n=n, seed=11), x, fmt)
+    # a realistic layer, blocks of 32 (axis=0) and of 48 (axis=-1) weights: ~7% of the
+    # blocks have their maximum in the last gap at 4 bits
+    w = np.asarray(jax.random.normal(jax.random.key(12), (48, 32)) * 0.05, np.float32)
+    for axis in (0, -1):
+        fmt = lps.BlockFloatingPoint(wl, axis=axis)
+        helpers.assert_stochastic_rounding(vc_draws(jnp.asarray(w), 0.0, fmt, n=n, seed=13),
+                                      w, fmt)
+
+
+def test_small_variance_at_a_block_top_saturates_the_mean():
+    """v <= Δ²/4 at a block maximum in the last gap: the mean is saturated at the top code
+    MΔ (as stochastic rounding does); the ±Δ step (probability v/(2Δ²) each way) may carry
+    into the next exponent, re-rounding the rest of the block keeping its means."""
+    fmt = lps.BlockFloatingPoint(4, axis=0)
+    d = 0.25  # exponent 0: top code 7Δ = 1.75
+    mu = np.asarray([[1.9, 0.3, -0.55, 0.05, 1.0]], np.float32)
+    v = 0.2 * d**2
+    out = vc_draws(jnp.asarray(mu), jnp.float32(v), fmt, seed=14)[:, 0]
+    np.testing.assert_array_equal(renearest(out[:50], fmt), out[:50])
+    n = out.shape[0]
+    top = out[:, 0]
+    assert set(np.unique(top)) <= {1.5, 1.75, 2.0}
+    # each step has probability v/(2Δ²) = 0.1: binomial tolerance on each frequency
+    p = v / (2 * d**2)
+    for value in (1.5, 2.0):
+        assert abs(np.mean(top == value) - p) <= helpers.binom_tol(p, n), value
+    check_moments(top[:, None], np.array([1.75]), np.array([v]), "top")
+    # the rest keep their means; their variance is at most v_s + v + P(carry)·Δ² <= Δ²
+    rest, m = out[:, 1:], mu[0, 1:].astype(np.float64)
+    assert np.all(np.abs(rest.mean(0) - m) <= Z * np.sqrt(d**2 / n)), rest.mean(0) - m
+    # and are re-rounded onto the 2Δ grid exactly when the top carried
+    carried = top == 2.0
+    assert np.all(np.mod(rest[carried], 2 * d) == 0)
+
+
+@pytest.mark.parametrize("fmt", [lps.BlockFloatingPoint(4, axis=0),
+                                 lps.BlockFloatingPoint(4, block_size=2)], ids=repr)
+def test_nan_block_stays_nan(fmt):
+    """A block holding only NaN and zeros has no grid; its NaN became 0 whenever another
+    block's draw left its range (the re-rounding onto the format then runs on the whole
+    tensor). NaN propagates in every format. The second block's variance (σ = 1 against a
+    gap of 1/4 below a block top of 1.75) makes such a draw near certain in every call."""
+    mu = jnp.asarray([[jnp.nan, 0.0], [0.3, 1.7]], jnp.float32)
+    for v in (0.0, 1e-3):
+        variance = jnp.asarray([[v, v], [1.0, 1.0]], jnp.float32)
+        for seed in range(4):
+            out = np.asarray(VC(mu, variance, fmt, key=jax.random.key(15 + seed)))
+            assert np.isnan(out[0, 0]) and np.all(np.isfinite(out.ravel()[1:])), (v, out)
 
 
 # ----------------------------------------------------------------------------------------

@@ -112,7 +112,9 @@ class BlockFloatingPoint(Format):
         no_grid = k == NO_GRID
         kk = jnp.where(no_grid, 0, k)
         carried = scale_pow2(round_scaled(scale_pow2(x, -kk), "stochastic", key), kk)
-        carried = jnp.where(no_grid, 0.0, carried)
+        # a block without a grid holds zeros, subnormals (read as zero) and NaN: x * 0
+        # keeps the NaN (NaN propagates in every format) and the sign of zero
+        carried = jnp.where(no_grid, x * 0.0, carried)
         return self.round_f32(carried, "stochastic", jax.random.fold_in(key, 1))
 
     # -- storage: mantissa codes plus one int8 exponent per block --------------------------
