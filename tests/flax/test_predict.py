@@ -20,10 +20,15 @@ FX_W, FX_A = lps.FixedPoint(8, 6), lps.FixedPoint(8, 4)
 
 # input shapes small enough for a CPU test: 8×8 images (ResNet-18: pool 1 after 3 strides)
 SHAPES = {"mlp": (8, 8, 1), "cnn": (8, 8, 1), "resnet18": (8, 8, 3)}
+# ResNet-18's structure (stem, [2, 2, 2, 2] basic blocks with strides 1/2/2/2, shortcut
+# convs, classifier) at a tiny width: the same layers, quantizers and int8 products as the
+# paper's 64/128/256/512 channels (whose 11M parameters, banked three times and compiled
+# twice, take minutes on a CPU); tests/flax/test_models.py checks the full-width layer list.
+RESNET18_TINY = {"pool_size": 1, "widths": (4, 8, 8, 16)}
 
 
 def _model(name: str, compute: str, weight, act):
-    kw = {"pool_size": 1} if name == "resnet18" else {}
+    kw = RESNET18_TINY if name == "resnet18" else {}
     return create_model(name, 10, QuantConfig(act, act), compute=compute, weight_format=weight,
                         **kw)
 
@@ -101,9 +106,10 @@ def test_bma_from_codes_equals_simulated_bma(name, weight, act):
     assert got.dtype == jnp.float32 and got.shape == (6, 10)
     # Both paths compute each product exactly: the int8 path in int32, the simulated one in
     # float32, whose partial sums of 8-bit × 8-bit grid values stay below 2**24 units here
-    # (k ≤ 4608, typical |sums| far below the bound), so the logits agree bit for bit and
-    # so do the activation roundings that follow. The tolerance allows one float32 ulp of
-    # the summed probabilities (≤ 1) per sample, in case XLA orders a reduction differently.
+    # (k ≤ 288, the CNN's second conv: at most 288·2**14 < 2**24), so the logits agree bit
+    # for bit and so do the activation roundings that follow. The tolerance allows one
+    # float32 ulp of the summed probabilities (≤ 1) per sample, in case XLA orders a
+    # reduction differently.
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=3 * 2.0**-24)
     if name == "resnet18":
         return  # (one more ResNet-18 compilation: the smaller models cover it)
