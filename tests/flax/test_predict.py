@@ -38,21 +38,25 @@ def _model(name: str, compute: str, weight, act):
 def _banks(name: str, weight, act, samples: int = 3):
     """A bank of ``samples`` distinct on-grid params (and BatchNorm statistics) of model
     ``name``, and test inputs."""
-    model = _model(name, "float32", weight, act)
+    # the same variables as the quantized model's (quantizers hold none), built without
+    # compiling 26 stochastic quantizers of ResNet-18
+    del act
+    model = create_model(name, 10, QuantConfig.full(), **(
+        RESNET18_TINY if name == "resnet18" else {}))
     shape = SHAPES[name]
     x = jax.random.normal(jax.random.key(0), (6,) + shape)
-    variables = jax.jit(functools.partial(model.init, train=False))(
-        {"params": jax.random.key(1), "quantize": jax.random.key(2)}, x)
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1), x)
 
     def fill(params, stats):
-        # one compiled loop over the samples: op by op, or unrolled, the stochastic
-        # rounding onto the weight grid compiles for many seconds
+        # one compiled loop over the samples (op by op, or unrolled, the encoding of every
+        # leaf compiles for many seconds); the bank stores each sample rounded to nearest
+        # onto the weight grid (lps.pack), so every sample it holds is on the grid
         def add(s, banks):
             bank, stats_bank = banks
             k = jax.random.key(10 + s)
             p = jax.tree.map(lambda a: a + 0.3 * jnp.std(a) * jax.random.normal(k, a.shape),
                              params)
-            bank = lps.bank.add(bank, lps.init_weights(p, weight, key=k))
+            bank = lps.bank.add(bank, p)
             if stats_bank is not None:
                 st = jax.tree.map(lambda a: a * (1.0 + 0.1 * s) + 0.05 * s, stats)
                 stats_bank = lps.bank.add(stats_bank, st)
