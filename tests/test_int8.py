@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import helpers
 import jax
 import jax.extend.core
@@ -36,8 +38,19 @@ MATMUL_LAYOUTS = [
 ]
 
 
+# Every product, rounding and encoding below runs through one jitted function per
+# (formats, shapes): compiling one small program is about twice as fast on CPU as compiling
+# each of the dozens of primitives of an eager call, and the cases share shapes (16×37 @
+# 37×9, 3×8×8×5 ⊛ 3×3×5×4) so that the compiled programs are reused across tests.
+_matmul = jax.jit(int8_matmul, static_argnums=(2, 3), static_argnames=("error_format",))
+_conv = jax.jit(int8_conv, static_argnums=(2, 3), static_argnames=(
+    "strides", "padding", "kernel_dilation", "error_format"))
+_encode = jax.jit(encode_int8, static_argnums=1)
+_jit_nearest = jax.jit(helpers.nearest, static_argnums=1)
+
+
 def _nearest(x, fmt):
-    return helpers.nearest(jnp.asarray(x, jnp.float32), fmt)
+    return _jit_nearest(jnp.asarray(x, jnp.float32), fmt)
 
 
 def _operands(x_shape, w_shape, xf, wf, seed=0):
@@ -63,9 +76,10 @@ def _assert_bits(actual, expected):
 # --------------------------------------------------------------------------- exactness
 
 
-# every layout on one shape; the paper's layouts (first four) on every shape class:
-# batch dims, a 1-D x, k = 5000
-SHAPES = [((16, 37), 9), ((2, 3, 50), 7), ((5000,), 3), ((4, 5000), 6)]
+# every layout on one shape; the paper's layouts (first four) on every shape class: batch
+# dims and a 1-D x (the same w, so its rounding is compiled once). A contraction of k = 5000,
+# whose int32 sums exceed 2**24, is test_matmul_saturated_codes_round_once.
+SHAPES = [((16, 37), 9), ((2, 3, 37), 9), ((37,), 9)]
 MATMUL_CASES = ([(xf, wf, SHAPES[0]) for xf, wf in MATMUL_LAYOUTS]
                 + [(xf, wf, s) for xf, wf in MATMUL_LAYOUTS[:4] for s in SHAPES[1:]
                    if not (isinstance(xf, BFP) and xf.axis == 0 and len(s[0]) == 1)])
@@ -75,7 +89,7 @@ MATMUL_CASES = ([(xf, wf, SHAPES[0]) for xf, wf in MATMUL_LAYOUTS]
 def test_matmul_exact_against_float64(xf, wf, shape):
     x_shape, n = shape
     x, w = _operands(x_shape, (x_shape[-1], n), xf, wf)
-    y = int8_matmul(x, w, xf, wf)
+    y = _matmul(x, w, xf, wf)
     assert y.dtype == jnp.float32 and y.shape == x_shape[:-1] + (n,)
     _assert_bits(y, _ref_matmul(x, w))
 
@@ -92,19 +106,19 @@ def test_matmul_saturated_codes_round_once(xf, wf):
                    jnp.where(jnp.arange(k) % 3 == 0, lo, top)]).astype(jnp.float32)
     w = jnp.stack([jnp.full((k,), top), jnp.full((k,), lo)], axis=1).astype(jnp.float32)
     x, w = _nearest(x, xf), _nearest(w, wf)
-    cx = np.asarray(encode_int8(x, xf).codes, np.int64)
-    cw = np.asarray(encode_int8(w, wf).codes, np.int64)
+    cx = np.asarray(_encode(x, xf).codes, np.int64)
+    cw = np.asarray(_encode(w, wf).codes, np.int64)
     assert np.abs(cx).max() in (127, 128) and np.abs(cw).max() in (127, 128)
     assert np.abs(cx @ cw).max() > 2**24  # the int32 sums really exceed float32's 2**24
-    _assert_bits(int8_matmul(x, w, xf, wf), _ref_matmul(x, w))
+    _assert_bits(_matmul(x, w, xf, wf), _ref_matmul(x, w))
 
 
 def test_matmul_all_zero_blocks():
     xf, wf = BFP(8, axis=0), BFP(8, axis=-1)
-    x, w = _operands((6, 40), (40, 5), xf, wf)
+    x, w = _operands((16, 37), (37, 9), xf, wf)
     x = x.at[2].set(0.0).at[4].set(1e-42)  # zero and float32-subnormal blocks: no grid
     w = w.at[:, 1].set(0.0)
-    y = int8_matmul(x, w, xf, wf)
+    y = _matmul(x, w, xf, wf)
     _assert_bits(y, _ref_matmul(_nearest(x, xf), w))
     assert not np.asarray(y[2]).any() and not np.asarray(y[:, 1]).any()
 
@@ -112,8 +126,10 @@ def test_matmul_all_zero_blocks():
 def test_operands_are_rounded_to_nearest():
     xf, wf = BFP(8, axis=0), FX(8, 6)
     kx, kw = jax.random.split(jax.random.key(3))
-    x, w = jax.random.normal(kx, (8, 30)), jax.random.normal(kw, (30, 4))
-    _assert_bits(int8_matmul(x, w, xf, wf), _ref_matmul(_nearest(x, xf), _nearest(w, wf)))
+    x, w = jax.random.normal(kx, (16, 37)), jax.random.normal(kw, (37, 9))
+    want = _ref_matmul(_nearest(x, xf), _nearest(w, wf))
+    _assert_bits(_matmul(x, w, xf, wf), want)
+    _assert_bits(int8_matmul(x, w, xf, wf), want)  # and eagerly, op by op
 
 
 def test_encode_matches_the_formats_codes():
@@ -122,20 +138,21 @@ def test_encode_matches_the_formats_codes():
     x = x.at[3, 0, 0].set(1e6).at[5, 1, 1].set(jnp.inf)
     for fmt in [FX(8, 4), FX(6, 3, symmetric=True), BFP(8, axis=0), BFP(8, axis=None),
                 BFP(5, axis=-1), BFP(8, axis=1)]:
-        op = encode_int8(x, fmt)
-        c, _ = fmt.encode(lps.quantize(x, fmt, rounding="nearest"))
+        op = _encode(x, fmt)
+        q = _nearest(x, fmt)
+        c, _ = jax.jit(fmt.encode)(q)
         assert op.codes.dtype == jnp.int8
         np.testing.assert_array_equal(np.asarray(op.codes, np.int32), np.asarray(c))
-        q = np.asarray(lps.quantize(x, fmt, rounding="nearest"))
+        q = np.asarray(q)
         v = np.asarray(op.codes, np.float64) * 2.0 ** np.asarray(op.exponent, np.float64)
         np.testing.assert_array_equal(v, q)
 
 
 def test_nonfinite_operands_give_nan():
     xf, wf = BFP(8, axis=0), BFP(8, axis=-1)
-    x, w = _operands((4, 10), (10, 3), xf, wf)
-    assert np.isnan(np.asarray(int8_matmul(x.at[1, 2].set(jnp.nan), w, xf, wf))).all()
-    assert np.isnan(np.asarray(int8_matmul(x, w.at[0, 0].set(jnp.inf), xf, wf))).all()
+    x, w = _operands((16, 37), (37, 9), xf, wf)
+    assert np.isnan(np.asarray(_matmul(x.at[1, 2].set(jnp.nan), w, xf, wf))).all()
+    assert np.isnan(np.asarray(_matmul(x, w.at[0, 0].set(jnp.inf), xf, wf))).all()
 
 
 def _np_conv(x, w, strides, pad, dil):
@@ -175,7 +192,7 @@ def test_conv_exact_against_float64(xf, wf, geometry):
     strides, padding, dil, pads = geometry
     x, w = _operands((3, 8, 8, 5), (3, 3, 5, 4), xf, wf)
     x = x.at[1].set(0.0)  # an all-zero example
-    y = int8_conv(x, w, xf, wf, strides=strides, padding=padding, kernel_dilation=dil)
+    y = _conv(x, w, xf, wf, strides=strides, padding=padding, kernel_dilation=dil)
     ref = _np_conv(x, w, strides, pads, dil).astype(np.float32)
     assert y.shape == ref.shape
     _assert_bits(y, ref)
@@ -186,7 +203,7 @@ def test_conv_saturated_codes_large_window():
     xf, wf = BFP(8, axis=0), BFP(8, axis=-1)
     x = jnp.full((2, 4, 4, 600), 127.0 / 128).at[1].multiply(-1.0)
     w = jnp.full((3, 3, 600, 2), 127.0 / 128)
-    y = int8_conv(x, w, xf, wf, padding="VALID")
+    y = _conv(x, w, xf, wf, padding="VALID")
     _assert_bits(y, _np_conv(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)).astype(np.float32))
 
 
@@ -284,8 +301,9 @@ def test_gradients_straight_through_without_error_format():
         return (lps.quantize(a, xf, rounding="nearest")
                 @ lps.quantize(b, wf, rounding="nearest"))
 
-    gi = jax.grad(lambda a, b: jnp.sum(head * int8_matmul(a, b, xf, wf)), (0, 1))(x, w)
-    gs = jax.grad(lambda a, b: jnp.sum(head * sim(a, b)), (0, 1))(x, w)
+    gi = jax.jit(jax.grad(lambda a, b: jnp.sum(head * int8_matmul(a, b, xf, wf)),
+                          (0, 1)))(x, w)
+    gs = jax.jit(jax.grad(lambda a, b: jnp.sum(head * sim(a, b)), (0, 1)))(x, w)
     for a, b in zip(gi, gs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     assert int8_plan("dense", x.shape, w.shape, xf, wf, BFP(8, axis=0)) == {
@@ -301,9 +319,9 @@ def test_gradients_in_int8_equal_the_simulated_errors(fmt):
     x = _nearest(jax.random.normal(kx, (3, 5, 24)), fmt)
     w = _nearest(0.5 * jax.random.normal(kw, (24, 7)), fmt)
     head = jax.random.normal(kh, (3, 5, 7))
-    (dx, dw), g = jax.grad(
+    (dx, dw), g = jax.jit(jax.grad(
         lambda a, b: jnp.sum(head * int8_matmul(a, b, fmt, fmt, error_format=ef)),
-        (0, 1))(x, w), _nearest(head, ef)
+        (0, 1)))(x, w), _nearest(head, ef)
     assert int8_plan("dense", x.shape, w.shape, fmt, fmt, ef) == dict.fromkeys(
         ("forward", "dx", "dw"), "int8")
     g64, w64, x64 = (np.asarray(a, np.float64) for a in (g, w, x))
@@ -322,10 +340,10 @@ def test_conv_gradients_int8_and_float32():
         return jax.lax.conv_general_dilated(a, b, (2, 2), ((1, 1), (1, 1)),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    ref = jax.grad(lambda a, b: jnp.sum(head * conv(a, b)), (0, 1))(x, w)
+    ref = jax.jit(jax.grad(lambda a, b: jnp.sum(head * conv(a, b)), (0, 1)))(x, w)
     for ef in (f, lps.FULL):  # int8 backward, float32 backward
-        got = jax.grad(lambda a, b, ef=ef: jnp.sum(head * int8_conv(
-            a, b, f, f, strides=2, padding="SAME", error_format=ef)), (0, 1))(x, w)
+        got = jax.jit(jax.grad(lambda a, b, ef=ef: jnp.sum(head * int8_conv(
+            a, b, f, f, strides=2, padding="SAME", error_format=ef)), (0, 1)))(x, w)
         for a, b in zip(got, ref, strict=True):
             _assert_bits(a, b)
     plan = int8_plan("conv", x.shape, w.shape, BFP(8, axis=0), BFP(8, axis=-1),
@@ -338,21 +356,23 @@ def test_conv_gradients_int8_and_float32():
 
 def test_encoded_operands_from_packed_and_vmap():
     xf, wf = BFP(8, axis=0), BFP(8, axis=-1)
-    x, w = _operands((5, 30), (30, 4), xf, wf)
-    y = int8_matmul(x, w, xf, wf)
-    wo = Int8Operand.from_packed(lps.pack(w, wf))
-    _assert_bits(int8_matmul_encoded(encode_int8(x, xf), wo), y)
+    x, w = _operands((16, 37), (37, 9), xf, wf)
+    y = _matmul(x, w, xf, wf)
+    pack = jax.jit(lps.pack, static_argnums=1)
+    wo = Int8Operand.from_packed(pack(w, wf))
+    _assert_bits(int8_matmul_encoded(_encode(x, xf), wo), y)
     # a stack of packed kernels (as a bank leaf): map over the stack
     ws = jnp.stack([w, 2 * w, -w])
-    stack = lps.storage.Packed(*jax.vmap(lambda a: tuple(
-        (lambda p: (p.codes, p.exponents))(lps.pack(a, wf))))(ws), wf, w.shape, "float32")
-    ys = jax.vmap(int8_matmul_encoded, in_axes=(None, 0))(
-        encode_int8(x, xf), Int8Operand.from_packed(stack))
+    stack = lps.storage.Packed(*jax.jit(jax.vmap(lambda a: tuple(
+        (lambda p: (p.codes, p.exponents))(lps.pack(a, wf)))))(ws), wf, w.shape, "float32")
+    ys = jax.jit(jax.vmap(int8_matmul_encoded, in_axes=(None, 0)))(
+        _encode(x, xf), Int8Operand.from_packed(stack))
     for i in range(3):
-        _assert_bits(ys[i], int8_matmul(x, ws[i], xf, wf))
+        _assert_bits(ys[i], _ref_matmul(x, ws[i]))
     # conv from packed
-    xc, wc = _operands((2, 6, 6, 3), (3, 3, 3, 5), xf, wf)
-    _assert_bits(int8_conv_encoded(encode_int8(xc, xf), Int8Operand.from_packed(
-        lps.pack(wc, wf)), padding="SAME"), int8_conv(xc, wc, xf, wf, padding="SAME"))
+    xc, wc = _operands((3, 8, 8, 5), (3, 3, 5, 4), xf, wf)
+    conv = jax.jit(functools.partial(int8_conv_encoded, padding="SAME"))
+    _assert_bits(conv(_encode(xc, xf), Int8Operand.from_packed(pack(wc, wf))),
+                 _conv(xc, wc, xf, wf, padding="SAME"))
     with pytest.raises(ValueError, match="4-bit"):
         Int8Operand.from_packed(lps.pack(w, BFP(4, axis=-1)))

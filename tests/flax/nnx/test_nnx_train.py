@@ -4,6 +4,9 @@ lps.is_sampling reads the optimizer's state, and predict_bma averages a sample b
 
 from __future__ import annotations
 
+import functools
+
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,58 +61,71 @@ def _loss(logits):
     return optax.softmax_cross_entropy_with_integer_labels(logits, LABELS).mean()
 
 
-@nnx.jit
-def nnx_step(model, optimizer, key):
-    grads = nnx.grad(lambda m: _loss(m(X, True, rngs=key)))(model)
-    optimizer.update(model, grads)  # passes the params to the sampler
-
-
-@pytest.mark.parametrize("name", list(SAMPLERS))
-def test_nnx_optimizer_trajectory_equals_optax_with_linen(name):
-    make = SAMPLERS[name]
+def test_nnx_optimizer_trajectory_equals_optax_with_linen():
+    """Every sampler and accumulator of SAMPLERS, side by side: one compiled Linen step
+    and one nnx.jit step advance all of them (two compilations instead of two per
+    sampler); each sampler's chain is its own computation and is compared on its own."""
+    names = list(SAMPLERS)
     linen = create_model("mlp", 3, QUANT, hidden=(8,))
     variables = linen.init({"params": jax.random.key(1), "quantize": rbg(2)}, X, train=False)
 
     # optax + Linen, as docs/optax.md
-    tx = make(rbg(3))
-    params = variables["params"]
-    state = tx.init(params)
-    params = lps.init_weights(params, FX, key=rbg(4))
+    txs = [SAMPLERS[name](rbg(3)) for name in names]
+    states = [tx.init(variables["params"]) for tx in txs]
+    params = [lps.init_weights(variables["params"], FX, key=rbg(4))] * len(names)
 
     @jax.jit
-    def linen_step(params, state, key):
-        grads = jax.grad(lambda p: _loss(linen.apply({"params": p}, X, True,
-                                                     rngs={"quantize": key})))(params)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+    def linen_step(params, states, key):
+        new_params, new_states = [], []
+        for tx, p, st in zip(txs, params, states, strict=True):
+            grads = jax.grad(lambda p: _loss(linen.apply({"params": p}, X, True,
+                                                         rngs={"quantize": key})))(p)
+            updates, st = tx.update(grads, st, p)
+            new_params.append(optax.apply_updates(p, updates))
+            new_states.append(st)
+        return new_params, new_states
 
     # nnx.Optimizer + the NNX twin, as docs/nnx.md
-    model = lnnx.MLP(16, 3, hidden=(8,), quant=QUANT, rngs=nnx.Rngs(0))
-    lnnx.load_linen_variables(model, variables)
-    optimizer = nnx.Optimizer(model, make(rbg(3)), wrt=nnx.Param)  # θ₀: the float weights
-    nnx.update(model, lps.init_weights(nnx.state(model, nnx.Param), FX, key=rbg(4)))
+    models, optimizers = [], []
+    for name in names:
+        model = lnnx.MLP(16, 3, hidden=(8,), quant=QUANT, rngs=nnx.Rngs(0))
+        lnnx.load_linen_variables(model, variables)
+        # θ₀ of the sampler: the float weights; then the model runs on grid weights
+        optimizers.append(nnx.Optimizer(model, SAMPLERS[name](rbg(3)), wrt=nnx.Param))
+        nnx.update(model, lps.init_weights(nnx.state(model, nnx.Param), FX, key=rbg(4)))
+        models.append(model)
 
-    sampling = []
+    @nnx.jit
+    def nnx_step(models, optimizers, key):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            grads = nnx.grad(lambda m: _loss(m(X, True, rngs=key)))(model)
+            optimizer.update(model, grads)  # passes the params to the sampler
+
+    sampling = {name: [] for name in names}
     for t in range(STEPS):
         key = jax.random.fold_in(rbg(5), t)
-        params, state = linen_step(params, state, key)
-        nnx_step(model, optimizer, key)
-        jax.tree.map(np.testing.assert_array_equal,
-                     nnx.to_pure_dict(nnx.state(model, nnx.Param)), params)  # bit for bit
-        assert bool(lps.is_sampling(optimizer.opt_state)) == bool(lps.is_sampling(state))
-        np.testing.assert_array_equal(lps.current_learning_rate(optimizer.opt_state),
-                                      lps.current_learning_rate(state))
-        sampling.append(bool(lps.is_sampling(optimizer.opt_state)))
-    assert int(optimizer.step[...]) == STEPS
-    if name.startswith("cyclical"):
-        assert sampling == [False, False, True, True]  # exploration_ratio=0.5 of 4 steps
-    elif name.startswith("sgd"):
-        assert not any(sampling)
-    else:
-        assert all(sampling)
-    # The weights the model runs on are on the weight grid.
-    for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)):
-        np.testing.assert_array_equal(leaf, lps.quantize(leaf, FX, rounding="nearest"))
+        params, states = linen_step(params, states, key)
+        nnx_step(models, optimizers, key)
+        for name, model, optimizer, p, st in zip(names, models, optimizers, params, states,
+                                                 strict=True):
+            jax.tree.map(functools.partial(np.testing.assert_array_equal, err_msg=name),
+                         nnx.to_pure_dict(nnx.state(model, nnx.Param)), p)  # bit for bit
+            assert bool(lps.is_sampling(optimizer.opt_state)) == bool(lps.is_sampling(st))
+            np.testing.assert_array_equal(lps.current_learning_rate(optimizer.opt_state),
+                                          lps.current_learning_rate(st), err_msg=name)
+            sampling[name].append(bool(lps.is_sampling(optimizer.opt_state)))
+    for name, model, optimizer in zip(names, models, optimizers, strict=True):
+        assert int(optimizer.step[...]) == STEPS, name
+        if name.startswith("cyclical"):
+            # exploration_ratio=0.5 of 4 steps
+            assert sampling[name] == [False, False, True, True], name
+        elif name.startswith("sgd"):
+            assert not any(sampling[name]), name
+        else:
+            assert all(sampling[name]), name
+        # The weights the model runs on are on the weight grid.
+        for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)):
+            assert helpers.on_grid(leaf, FX), name
 
 
 def _bank_of_samples(model, count, fmt=FX):
