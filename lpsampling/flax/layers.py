@@ -165,6 +165,19 @@ class QuantizeCall(NamedTuple):
         return "/".join(self.path)
 
 
+def _trace_init(model: nn.Module, args: tuple, method: Any, kwargs: dict,
+                interceptor: Callable[..., Any]) -> None:
+    """Run ``model.init`` abstractly (:func:`jax.eval_shape`: nothing computed or
+    allocated) with ``interceptor`` seeing every module method call."""
+
+    def init(*a):
+        rngs = {"params": jax.random.key(0), QUANTIZE_RNG: jax.random.key(1)}
+        return model.init(rngs, *a, method=method, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(init, *args)
+
+
 def quantize_calls(
     model: nn.Module,
     *args: Any,
@@ -195,12 +208,7 @@ def quantize_calls(
             )
         return next_fun(*call_args, **call_kwargs)
 
-    def init(*a):
-        rngs = {"params": jax.random.key(0), QUANTIZE_RNG: jax.random.key(1)}
-        return model.init(rngs, *a, method=method, **kwargs)
-
-    with nn.intercept_methods(interceptor):
-        jax.eval_shape(init, *args)
+    _trace_init(model, args, method, kwargs, interceptor)
     return calls
 
 
@@ -439,10 +447,5 @@ def int8_products(
             found.append(Int8Product(tuple(module.path), kind, compute, **plan))
         return out
 
-    def init(*a):
-        rngs = {"params": jax.random.key(0), QUANTIZE_RNG: jax.random.key(1)}
-        return model.init(rngs, *a, method=method, **kwargs)
-
-    with nn.intercept_methods(interceptor):
-        jax.eval_shape(init, *args)
+    _trace_init(model, args, method, kwargs, interceptor)
     return found
