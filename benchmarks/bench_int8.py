@@ -344,7 +344,14 @@ def _profile_shape(setting: Setting, size: int, cin: int, cout: int, stride: int
     codes = jax.jit(functools.partial(conv, preferred_element_type=jnp.int32))
     bwd32 = jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g))
     bwd8 = jax.jit(lambda x, w, g: jax.vjp(layer, x, w)[1](g))
-    fns = {"f32": functools.partial(f32, x, w),
+    # the stochastic quantizers every quantized layer also runs in training: its input's
+    # (activation format) and its output error's (error format), for the random bits
+    key = jax.random.key(3)
+    sr = jax.jit(lambda a, k, fmt: lps.quantize(a, fmt, rounding="stochastic", key=k),
+                 static_argnums=2)
+    fns = {"sr_in": functools.partial(sr, x, key, setting.activation),
+           "sr_err": functools.partial(sr, g * 0.37, key, setting.activation),
+           "f32": functools.partial(f32, x, w),
            "codes": functools.partial(codes, xc.codes, wc.codes),
            "layer": functools.partial(lay, x, w), "bwd32": functools.partial(bwd32, x, w, g),
            "bwd8": functools.partial(bwd8, x, w, g)}
@@ -360,26 +367,32 @@ def profile_convs(setting: Setting, args) -> list[str]:
     of the int8 layer (as the format lets them run)."""
     rows, totals = [], {}
     rng = np.random.default_rng(0)
-    keys = ("f32", "codes", "layer", "bwd32", "bwd8")
+    keys = ("f32", "codes", "layer", "bwd32", "bwd8", "sr_in", "sr_err")
     for size, cin, cout, stride, count in RESNET_CONVS:
         t = _profile_shape(setting, size, cin, cout, stride, args, rng)
         for k, v in t.items():
             totals[k] = totals.get(k, 0.0) + count * v
         rows.append(f"| {size}×{size}×{cin}→{cout}, stride {stride} | {count} | "
-                    + " | ".join(f"{1e3 * t[k]:.1f}" for k in keys)
+                    + " | ".join(f"{1e3 * t[k]:.1f}" for k in keys[:5])
                     + f" | {t['codes'] / t['f32']:.2f}× | {t['layer'] / t['f32']:.2f}× | "
-                    f"{t['bwd8'] / t['bwd32']:.2f}× |")
+                    f"{t['bwd8'] / t['bwd32']:.2f}× | {1e3 * t['sr_in']:.1f} | "
+                    f"{1e3 * t['sr_err']:.1f} | "
+                    f"{(t['sr_in'] + t['sr_err']) / (t['f32'] + t['bwd32']):.2f}× |")
         print(f"  profile {setting.name} {rows[-1]}", flush=True)
     head = [f"ResNet-18's 3×3 convolutions at batch {args.batch}, {setting.note} "
             "(ms, median of interleaved rounds):", "",
             "| shape | layers | float32 conv | int8 codes conv | int8 layer fwd (encode + "
             "conv + scale) | float32 backward (dx, dw) | int8 layer backward | codes / "
-            "float32 | layer / float32 | backward int8 / float32 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "float32 | layer / float32 | backward int8 / float32 |"
+            " stochastic rounding of the input | stochastic rounding of the error |"
+            " both roundings / (float32 conv + backward) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    sr_share = (totals["sr_in"] + totals["sr_err"]) / (totals["f32"] + totals["bwd32"])
     tot = ("| all 3×3 convs after the stem (× layers) | 16 | "
-           + " | ".join(f"{1e3 * totals[k]:.1f}" for k in keys)
+           + " | ".join(f"{1e3 * totals[k]:.1f}" for k in keys[:5])
            + f" | {totals['codes'] / totals['f32']:.2f}× | {totals['layer'] / totals['f32']:.2f}×"
-           f" | {totals['bwd8'] / totals['bwd32']:.2f}× |")
+           f" | {totals['bwd8'] / totals['bwd32']:.2f}× | {1e3 * totals['sr_in']:.1f} | "
+           f"{1e3 * totals['sr_err']:.1f} | {sr_share:.2f}× |")
     return head + rows + [tot]
 
 

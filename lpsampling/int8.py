@@ -67,7 +67,6 @@ fused ``sum(x · 0)`` per float operand.
 from __future__ import annotations
 
 import functools
-import types
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -580,26 +579,65 @@ def _conv_plan(x_shape, w_shape, xf, wf, ef, out_shape) -> dict[str, str]:
     return plan
 
 
-def _undefined(shape) -> Any:
-    # The transposition rules of lax.conv_general_dilated read only the shape, dtype and
-    # sharding of the operand they produce (jax.ad.UndefinedPrimal's aval).
-    return types.SimpleNamespace(aval=types.SimpleNamespace(
-        shape=tuple(shape), dtype=jnp.dtype(jnp.int32), sharding=None))
+# The two transposed products of a convolution, on int8 codes. XLA's own transposes (a
+# convolution with the batch as its contracted axis for the kernel gradient, one with a
+# reversed kernel and a dilated input for the input gradient) have no fast int8 kernel on
+# CPU: measured 10-25x slower than the float32 backward. So both are lowered to int8
+# matrix products, which have one: the kernel gradient as an im2col product, the input
+# gradient as an im2col product with the flipped kernel (stride 1) or as one product
+# followed by a strided scatter-add of its kernel taps (stride > 1, where im2col would
+# multiply the zeros of a dilated gradient). All three are exact in int32.
 
 
-def _conv_transpose_codes(which, g, other, shape, strides, pad, dil):
-    """The int8 × int8 → int32 transposed convolution of XLA's own conv VJP rules."""
-    from jax._src.lax import convolution as _conv
+def _taps(a, kh, kw, out_h, out_w, strides, dil):
+    """``(B, out_h, out_w, kh*kw, C)``: the kernel taps' windows of padded NHWC ``a``."""
+    (sh, sw), (dh, dw) = strides, dil
+    return jnp.stack([a[:, i * dh: i * dh + (out_h - 1) * sh + 1: sh,
+                        j * dw: j * dw + (out_w - 1) * sw + 1: sw, :]
+                      for i in range(kh) for j in range(kw)], axis=3)
 
-    common = dict(window_strides=strides, padding=pad, lhs_dilation=(1, 1),
-                  rhs_dilation=dil, feature_group_count=1, batch_group_count=1,
-                  precision=None, preferred_element_type=jnp.int32, out_sharding=None)
-    if which == "lhs":  # dx from g and the kernel
-        common["dimension_numbers"] = _dn(shape, other.shape)
-        return _conv._conv_general_dilated_transpose_lhs(g, _undefined(shape), other,
-                                                         **common)
-    common["dimension_numbers"] = _dn(other.shape, shape)
-    return _conv._conv_general_dilated_transpose_rhs(g, other, _undefined(shape), **common)
+
+def _pad_hw(a, pad):
+    # lax.pad: negative (lo, hi) crop, as explicit convolution padding may
+    zero = jnp.zeros((), a.dtype)
+    return jax.lax.pad(a, zero, ((0, 0, 0), (*pad[0], 0), (*pad[1], 0), (0, 0, 0)))
+
+
+def _conv_kernel_grad_codes(g, x, w_shape, strides, pad, dil):
+    """``dw[i, j, c, o] = Σ_{b,y,x} x_pad[b, y·s + i·d, x·s + j·d, c] · g[b, y, x, o]``."""
+    kh, kw, ci, co = w_shape
+    cols = _taps(_pad_hw(x, pad), kh, kw, g.shape[1], g.shape[2], strides, dil)
+    acc = jax.lax.dot_general(cols, g, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                              preferred_element_type=jnp.int32)
+    return acc.reshape(kh, kw, ci, co)
+
+
+def _conv_input_grad_codes(g, w, x_shape, strides, pad, dil):
+    """``dx[b, u, v, c] = Σ g[b, y, x, o] · w[i, j, c, o]`` over ``u + lo = y·s + i·d``."""
+    kh, kw, ci, _ = w.shape
+    n, h, wd, _ = x_shape
+    (sh, sw), (dh, dw) = strides, dil
+    (lh, hh), (lw, hw) = pad
+    if (sh, sw) == (1, 1):
+        # a stride-1 convolution of g (padded by (k-1)·d - lo below) with the flipped kernel
+        wflip = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).reshape(kh * kw, -1, ci)
+        gpad = _pad_hw(g, (((kh - 1) * dh - lh, h + lh - g.shape[1]),
+                           ((kw - 1) * dw - lw, wd + lw - g.shape[2])))
+        cols = _taps(gpad, kh, kw, h, wd, (1, 1), dil)
+        return jax.lax.dot_general(cols, wflip, (((3, 4), (0, 1)), ((), ())),
+                                   preferred_element_type=jnp.int32)
+    taps = jax.lax.dot_general(g, w, (((3,), (3,)), ((), ())),
+                               preferred_element_type=jnp.int32)  # B, Ho, Wo, kh, kw, C
+    ho, wo = g.shape[1], g.shape[2]
+    acc = jnp.zeros((n, max(h + lh + hh, (ho - 1) * sh + (kh - 1) * dh + 1),
+                     max(wd + lw + hw, (wo - 1) * sw + (kw - 1) * dw + 1), ci), jnp.int32)
+    for i in range(kh):
+        for j in range(kw):
+            acc = acc.at[:, i * dh: i * dh + (ho - 1) * sh + 1: sh,
+                         j * dw: j * dw + (wo - 1) * sw + 1: sw, :].add(taps[:, :, :, i, j])
+    # undo the padding: crop lo, and crop or zero-extend to the input's size
+    acc = _pad_hw(acc, ((-lh, 0), (-lw, 0)))
+    return _pad_hw(acc, ((0, h - acc.shape[1]), (0, wd - acc.shape[2])))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -622,13 +660,11 @@ def _conv_bwd(formats, geometry, res, g):
     go = encode_int8(g, ef) if _INT8 in (plan["dx"], plan["dw"]) else None
     bad = _nonfinite(g)
     if plan["dx"] == _INT8:
-        acc = _conv_transpose_codes("lhs", go.codes, wo.codes, xo.codes.shape, strides, pad,
-                                    dil)
+        acc = _conv_input_grad_codes(go.codes, wo.codes, xo.codes.shape, strides, pad, dil)
         eg = go.exponent if go.exponent.ndim == 0 else go.exponent.reshape(-1, 1, 1, 1)
         dx = scale_pow2(acc.astype(jnp.float32), eg + wo.exponent.reshape(())) + bad
     if plan["dw"] == _INT8:
-        acc = _conv_transpose_codes("rhs", go.codes, xo.codes, wo.codes.shape, strides, pad,
-                                    dil)
+        acc = _conv_kernel_grad_codes(go.codes, xo.codes, wo.codes.shape, strides, pad, dil)
         dw = scale_pow2(acc.astype(jnp.float32),
                         xo.exponent.reshape(()) + go.exponent.reshape(())) + bad
     if _F32 in (plan["dx"], plan["dw"]):

@@ -285,7 +285,12 @@ def test_jaxpr_has_int8_products():
         return jnp.sum(int8_conv(a, b, f, f, padding="SAME", error_format=f) ** 2)
 
     prods = _int8_products(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(xc, wc))
-    assert prods == [("conv_general_dilated", ("int8", "int8"), "int32")] * 3
+    # the forward convolution; the two transposed products as int8 matrix products
+    # (XLA:CPU has no fast int8 kernel for the transposed convolutions)
+    assert prods == [("conv_general_dilated", ("int8", "int8"), "int32")] + [
+        ("dot_general", ("int8", "int8"), "int32")] * 2
+    # and no float product at all: every product of the gradient is int8 x int8 -> int32
+    assert all(p[1] == ("int8", "int8") for p in prods)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -349,6 +354,40 @@ def test_conv_gradients_int8_and_float32():
     plan = int8_plan("conv", x.shape, w.shape, BFP(8, axis=0), BFP(8, axis=-1),
                      BFP(8, axis=0), out_shape=(2, 4, 4, 4))
     assert plan == {"forward": "int8", "dx": "float32", "dw": "float32"}
+
+
+@pytest.mark.parametrize("strides,padding,dil", [
+    ((1, 1), "SAME", (1, 1)), ((2, 2), "SAME", (1, 1)), ((1, 1), "VALID", (2, 2)),
+    ((2, 3), ((2, 0), (0, 3)), (1, 2)), ((1, 1), ((-1, 1), (1, -1)), (1, 1)),
+    ((3, 1), ((1, 1), (1, 1)), (2, 1)),
+], ids=str)
+def test_conv_transposed_products_exact_on_codes(strides, padding, dil):
+    # The int8 backward products (im2col / scatter-add on the codes) against XLA's float32
+    # transposed convolutions of the same integers: sums of at most 2·9·9·3 products of
+    # |127·127| < 2**24, so the float32 reference is exact and equality must be bitwise.
+    from lpsampling.int8 import (
+        _conv_input_grad_codes,
+        _conv_kernel_grad_codes,
+        _conv_params,
+    )
+
+    rng = np.random.default_rng(11)
+    x = rng.integers(-127, 128, (2, 9, 8, 3)).astype(np.int8)
+    w = rng.integers(-127, 128, (3, 3, 3, 4)).astype(np.int8)
+    st, pad, dl = _conv_params(x.shape, w.shape, strides, padding, dil)
+
+    def conv(a, b):
+        return jax.lax.conv_general_dilated(a, b, st, pad, rhs_dilation=dl,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    y, vjp = jax.vjp(conv, x.astype(np.float32), w.astype(np.float32))
+    g = rng.integers(-127, 128, y.shape).astype(np.int8)
+    ref_dx, ref_dw = vjp(g.astype(np.float32))
+    dx = jax.jit(_conv_input_grad_codes, static_argnums=(2, 3, 4, 5))(g, w, x.shape, st, pad, dl)
+    dw = jax.jit(_conv_kernel_grad_codes, static_argnums=(2, 3, 4, 5))(g, x, w.shape, st, pad, dl)
+    assert dx.dtype == dw.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(dx), np.asarray(ref_dx).astype(np.int64))
+    np.testing.assert_array_equal(np.asarray(dw), np.asarray(ref_dw).astype(np.int64))
 
 
 # --------------------------------------------------------------------------- encoded operands
