@@ -150,7 +150,9 @@ NOT_APPLICABLE = [
         "SGLDLP-L rounds μ + noise so; VC at v ≤ Δ²/4 saturates μ likewise); Rosenbrock's "
         "x creeps up its valley in steps below one gap, so it cannot raise the block's "
         "exponent: naive L stops at x = 127·2^-9 = 0.248 (y ≈ 0.06), VC L at "
-        "x = 127·2^-8 = 0.496 (y = 0.246; its rare ±Δ noise step carries once more). "
+        "x = 127·2^-8 = 0.496 (y = 0.246: VC's ±Δ noise step, probability v/(2Δ²) ≈ 3e-4 "
+        "per step at the top code, carried it past 0.248 after 2735 steps; past 0.496 "
+        "it comes too late for the 10⁴ steps, with the face's key). "
         "With `BlockFloatingPoint(8, axis=None, carry=True)` (modes 'naive L bfp8 carry' "
         "and 'VC L bfp8 carry': stochastic rounding carries into the next exponent, mean "
         "exact) both reach (1, 1) and pass"),
