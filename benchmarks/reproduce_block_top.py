@@ -70,7 +70,7 @@ def variance_rows(wls, n, seed=0):
         extra = 100 * (v1 / v0 - 1)
         se_extra = 100 * np.hypot(se0 / v0, se1 / v0)
         rows.append(f"| {wl} | {blocks} / 784 | {v0:.4g} | {b0:.3g} | {v1:.4g} | {b1:.2g} "
-                    f"| {extra:+.1f}% (± {se_extra:.1f}) |")
+                    f"| {extra:+.1f}% (± {se_extra:.2f}) |")
     return rows
 
 

@@ -11,9 +11,11 @@ With gap ``Δ`` (fixed by ``μ``'s block or binade) and ``v₀ = Δ²/4``:
 * ``v ≤ v₀``: stochastic rounding (variance ``v_s = a(Δ − a)``, ``a = μ − Δ⌊μ/Δ⌋``) plus
   ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``. The mean is
   first saturated onto the range of its own grid, as :func:`~lpsampling.quantize.quantize`
-  saturates it (for block floating point: a block maximum in the last gap, above the top
-  code ``(2**(wl-1) − 1)·Δ`` and below ``2**(e+1)``, becomes the top code), so
-  ``Q_vc(μ, 0)`` *is* stochastic rounding of ``μ`` in distribution, as naive SGLDLP-L's.
+  saturates it (for block floating point with the default ``carry=False``: a block
+  maximum in the last gap, above the top code ``(2**(wl-1) − 1)·Δ`` and below
+  ``2**(e+1)``, becomes the top code; with ``carry=True`` it is kept and may carry into
+  the next exponent, mean exact), so ``Q_vc(μ, 0)`` *is* the format's stochastic rounding
+  of ``μ`` in distribution, as naive SGLDLP-L's.
 
 Where ``√v > 2**12·Δ`` the draw runs on a working gap ``2**(⌊log2 √v⌋ − 12)``. Outputs that
 leave ``μ``'s block or binade are stochastically re-rounded onto the format (mean exact), so
@@ -179,8 +181,9 @@ def vc_quantize(
       (see the module docstring for ``v_s``, ``docs/formats.md`` for the rules at range
       and binade edges). With ``v ≤ Δ²/4``, ``μ`` is first saturated onto its grid's range
       as stochastic rounding saturates it (a block-floating-point block maximum above the
-      top code); with ``v = 0`` the output is distributed as
-      ``quantize(mean, fmt, rounding="stochastic")``.
+      top code, unless the format has ``carry=True``: then it carries, mean exact); with
+      ``v = 0`` the output is distributed as ``quantize(mean, fmt, rounding="stochastic")``
+      in either setting.
     """
     check_format(fmt)
     mean = check_float_array(mean, "mean")
