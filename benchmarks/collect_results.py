@@ -35,6 +35,7 @@ ORDER = [
     ("extremes_sweep", "Figure 1 and the BFP rows after the issue-14 fix"),
     ("faults", "Faults survived (issue 10)"),
     ("conformance", "the peers' own tests (blackjax, optax) against lpsampling (issue 15)"),
+    ("block_top", "The top of a block: saturate or carry (issue 15)"),
     ("nnx", "Flax NNX training step against Linen (issue 13)"),
     ("qtorch", "Side by side with QPyTorch (issue: measured)"),
     ("memory", "Memory (issue: measured)"),

@@ -7,7 +7,9 @@ float32 bit pattern instead (XLA on CPU flushes subnormals to zero in arithmetic
 * ``"nearest"``: the nearest grid value; exact ties go to the even code, in every format.
 * ``"stochastic"``: the upper neighbour with probability equal to the fractional position of
   ``x`` in its gap (resolution ``2**-24``; exact for 8-exponent-bit floats), 32 fresh random
-  bits per element; unbiased except where saturation clips.
+  bits per element; unbiased except where saturation clips (for block floating point, by
+  default, a block maximum above the top code; ``BlockFloatingPoint(carry=True)`` carries
+  it into the next exponent instead).
 
 NaN stays NaN; ±inf saturates. Arithmetic is float32, the result has the input's dtype; the
 gradient of :func:`quantize` is the straight-through identity. Full rules and the
@@ -62,16 +64,19 @@ def quantize_f32(x: jax.Array, fmt: Format, rounding: str, key) -> jax.Array:
 def round_unbiased_f32(x: jax.Array, fmt: Format, key) -> jax.Array:
     """Stochastic rounding onto ``fmt`` whose mean is ``x`` also at the top of a block.
 
-    :func:`quantize_f32` follows QPyTorch: an element of a block-floating-point block that
-    rounds up past the top code ``2**(wl-1) - 1`` is held at it, a bias toward zero. Here
-    that element carries into the block's next exponent instead: ``x`` is first rounded
-    on its own block grid without the top-code limit (at most ``2**(wl-1)`` in gap units,
-    exactly ``2**(e+1)``), then stochastically onto the format, whose grid is then the
-    block's next exponent wherever a carry happened and the identity elsewhere. Both
-    roundings are unbiased, so ``E[q] = x`` up to the format's range ends. Other formats
-    carry by themselves (a float's next binade holds ``2**(e+1)``) and use
-    :func:`quantize_f32`. Where no carry happens the result equals
-    ``quantize_f32(x, fmt, "stochastic", key)``.
+    :func:`quantize_f32` follows QPyTorch by default: an element of a block-floating-point
+    block that rounds up past the top code ``2**(wl-1) - 1`` is held at it, a bias toward
+    zero (``BlockFloatingPoint(carry=True)`` makes :func:`quantize_f32`'s stochastic
+    rounding this function). Here that element carries into the block's next exponent
+    instead: ``x`` is first rounded on its own block grid without the top-code limit (at
+    most ``2**(wl-1)`` in gap units, exactly ``2**(e+1)``), then, only if some element
+    carried, stochastically onto the format, whose grid is then the block's next exponent
+    wherever a carry happened and the identity elsewhere. Both roundings are unbiased, so
+    ``E[q] = x`` up to the format's range ends. Other formats carry by themselves (a
+    float's next binade holds ``2**(e+1)``) and use :func:`quantize_f32`. Where no carry
+    happens the result equals the saturating ``quantize_f32(x, fmt, "stochastic", key)``
+    bit for bit. Used by :func:`~lpsampling.vc.vc_quantize` to put draws that left their
+    block back onto the format, in either setting of ``carry``.
     """
     return fmt.round_unbiased_f32(x, key)
 
@@ -105,7 +110,9 @@ def quantize(
         ``FULL`` (identity).
       key: a JAX PRNG key (typed ``jax.random.key`` or raw ``PRNGKey``, any implementation);
         required for ``rounding="stochastic"``.
-      rounding: ``"stochastic"`` (unbiased: ``E[q] = x`` inside the range) or ``"nearest"``.
+      rounding: ``"stochastic"`` (unbiased: ``E[q] = x`` inside the range; a block-floating-
+        point block maximum above the top code saturates unless the format has
+        ``carry=True``) or ``"nearest"``.
 
     Returns:
       An array of the dtype and shape of ``x`` whose values lie on the format's grid.

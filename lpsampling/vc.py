@@ -11,9 +11,11 @@ With gap ``Δ`` (fixed by ``μ``'s block or binade) and ``v₀ = Δ²/4``:
 * ``v ≤ v₀``: stochastic rounding (variance ``v_s = a(Δ − a)``, ``a = μ − Δ⌊μ/Δ⌋``) plus
   ``±Δ`` with probability ``(v − v_s)/(2Δ²)`` each: variance ``max(v, v_s)``. The mean is
   first saturated onto the range of its own grid, as :func:`~lpsampling.quantize.quantize`
-  saturates it (for block floating point: a block maximum in the last gap, above the top
-  code ``(2**(wl-1) − 1)·Δ`` and below ``2**(e+1)``, becomes the top code), so
-  ``Q_vc(μ, 0)`` *is* stochastic rounding of ``μ`` in distribution, as naive SGLDLP-L's.
+  saturates it (for block floating point with the default ``carry=False``: a block
+  maximum in the last gap, above the top code ``(2**(wl-1) − 1)·Δ`` and below
+  ``2**(e+1)``, becomes the top code; with ``carry=True`` it is kept and may carry into
+  the next exponent, mean exact), so ``Q_vc(μ, 0)`` *is* the format's stochastic rounding
+  of ``μ`` in distribution, as naive SGLDLP-L's.
 
 Where ``√v > 2**12·Δ`` the draw runs on a working gap ``2**(⌊log2 √v⌋ − 12)``. Outputs that
 leave ``μ``'s block or binade are stochastically re-rounded onto the format (mean exact), so
@@ -27,7 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lpsampling.formats import NO_GRID, Format, check_format, float_exponent, scale_pow2
+from lpsampling.formats import (
+    NO_GRID,
+    BlockFloatingPoint,
+    Format,
+    check_format,
+    float_exponent,
+    scale_pow2,
+)
 from lpsampling.quantize import check_float_array, quantize_f32, round_unbiased_f32, uniform24
 from lpsampling.validation import prng_key
 
@@ -111,17 +120,24 @@ def _vc_draw(mean, variance, fmt: Format, xi, k_choice, k_final) -> jax.Array:
     m = scale_pow2(mean, -kk)
     vu = scale_pow2(scale_pow2(variance, -kk), -kk)
     # The small-variance branch is stochastic rounding of μ (plus a rare ±Δ step), so it
-    # rounds μ as quantize does: saturated onto the range of μ's own grid. For block
-    # floating point that range ends at the top code 2**(wl-1) - 1, one gap below the top
-    # of the block's binade, and a block maximum in that last gap would otherwise round
-    # up to 2**(e+1) with probability equal to its fractional position: a carry into the
-    # next exponent, which re-rounds every element of the block onto a grid twice as
-    # coarse (variance up to Δ² each). Saturating the mean there costs that one element a
-    # bias of at most one gap, exactly as plain stochastic rounding (and so the naive
-    # low-precision accumulator) does, and makes Q_vc(μ, 0) stochastic rounding of μ in
-    # distribution. In that branch √v ≤ Δ/2, so the working gap is μ's own gap wherever
-    # μ has a grid. Only the ±Δ step may still cross the range; it is re-rounded below.
-    m_small = scale_pow2(fmt.saturate(mean, kk), -kk)
+    # rounds μ as quantize does on this format. For block floating point the range of μ's
+    # own grid ends at the top code 2**(wl-1) - 1, one gap below the top of the block's
+    # binade, and a block maximum in that last gap may round up to 2**(e+1) with
+    # probability equal to its fractional position: a carry into the next exponent, which
+    # re-rounds every element of the block onto a grid twice as coarse (variance up to Δ²
+    # each). By default (carry=False, QPyTorch's semantics) the mean is saturated there,
+    # as plain stochastic rounding (and so the naive low-precision accumulator) saturates
+    # it: that one element loses up to one gap of its mean, and Q_vc(μ, 0) is stochastic
+    # rounding of μ in distribution. With carry=True the mean is kept (clipped only at
+    # 2**(e+1), which bounds ±inf), the carry happens, and the final re-rounding below puts
+    # the block on its next exponent's grid: mean exact, and Q_vc(μ, 0) is again the
+    # format's stochastic rounding in distribution. In that branch √v ≤ Δ/2, so the working
+    # gap is μ's own gap wherever μ has a grid. Only the ±Δ step may still cross the range;
+    # it is re-rounded below.
+    if isinstance(fmt, BlockFloatingPoint) and fmt.carry:
+        m_small = jnp.clip(m, -(2.0 ** (fmt.wl - 1)), 2.0 ** (fmt.wl - 1))
+    else:
+        m_small = scale_pow2(fmt.saturate(mean, kk), -kk)
     units = _vc_units(m, vu, xi, uniform24(k_choice, shape), m_small)
     # no grid (all-zero block or sub-normal float gap) and v = 0: the mean itself
     out = jnp.where(has_grid, scale_pow2(units, kk), mean)
@@ -165,8 +181,9 @@ def vc_quantize(
       (see the module docstring for ``v_s``, ``docs/formats.md`` for the rules at range
       and binade edges). With ``v ≤ Δ²/4``, ``μ`` is first saturated onto its grid's range
       as stochastic rounding saturates it (a block-floating-point block maximum above the
-      top code); with ``v = 0`` the output is distributed as
-      ``quantize(mean, fmt, rounding="stochastic")``.
+      top code, unless the format has ``carry=True``: then it carries, mean exact); with
+      ``v = 0`` the output is distributed as ``quantize(mean, fmt, rounding="stochastic")``
+      in either setting.
     """
     check_format(fmt)
     mean = check_float_array(mean, "mean")

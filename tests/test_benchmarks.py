@@ -156,3 +156,11 @@ def test_logreg_slope_fit_recovers_a_power_law():
     # points below twice the floor are left out; fewer than 3 left -> no slope
     assert mod.fit_slope(d, v, [0.01 * x for x in v], floor=v[3])["n"] == 3
     assert mod.fit_slope(d, v, [0.01 * x for x in v], floor=v[2])["slope"] is None
+
+
+def test_reproduce_block_top_quick(capsys):
+    mod = load("reproduce_block_top")
+    assert mod.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for row in ("| 4 |", "| naive L bfp8 |", "| VC L bfp8 carry |", "extra variance"):
+        assert row in out

@@ -19,6 +19,7 @@ ALL = [
     lps.BlockFloatingPoint(8),
     lps.BlockFloatingPoint(8, axis=None),
     lps.BlockFloatingPoint(6, block_size=16),
+    lps.BlockFloatingPoint(8, axis=None, carry=True),
     lps.FloatingPoint(4, 3),
     lps.FloatingPoint(8, 7),
     lps.FULL,
@@ -43,6 +44,8 @@ def test_equality():
     assert lps.BlockFloatingPoint(8) == lps.BlockFloatingPoint(8, axis=0)
     assert lps.BlockFloatingPoint(8) != lps.BlockFloatingPoint(8, axis=None)
     assert lps.BlockFloatingPoint(8, block_size=4) != lps.BlockFloatingPoint(8, block_size=8)
+    assert lps.BlockFloatingPoint(8) == lps.BlockFloatingPoint(8, carry=False)
+    assert lps.BlockFloatingPoint(8) != lps.BlockFloatingPoint(8, carry=True)
     assert lps.FloatingPoint(4, 3) == lps.FloatingPoint(exp=4, man=3)
     assert lps.FloatingPoint(4, 3) != lps.FloatingPoint(5, 2)
     assert lps.FULL == lps.Full() and lps.FULL != lps.FixedPoint(8, 3)
@@ -56,6 +59,11 @@ def test_repr():
     assert repr(lps.BlockFloatingPoint(8, axis=None)) == "BlockFloatingPoint(wl=8, axis=None)"
     assert (repr(lps.BlockFloatingPoint(8, block_size=16))
             == "BlockFloatingPoint(wl=8, block_size=16)")
+    # carry shows only when set (every existing repr is unchanged)
+    assert (repr(lps.BlockFloatingPoint(8, axis=None, carry=True))
+            == "BlockFloatingPoint(wl=8, axis=None, carry=True)")
+    assert (repr(lps.BlockFloatingPoint(4, block_size=2, carry=True))
+            == "BlockFloatingPoint(wl=4, block_size=2, carry=True)")
     assert repr(lps.FloatingPoint(4, 3)) == "FloatingPoint(exp=4, man=3)"
     assert repr(lps.FULL) == "FULL"
 
@@ -207,6 +215,9 @@ FULL4 = (lps.FULL,) * 4
      (lps.BlockFloatingPoint(8, axis=-1),) * 2 + (lps.BlockFloatingPoint(8, axis=0),) * 2),
     ("BFP4", "bfp4", "4-bit BFP",
      (lps.BlockFloatingPoint(4, axis=-1),) * 2 + (lps.BlockFloatingPoint(4, axis=0),) * 2),
+    ("bfp8c", "bfp8c", "8-bit BFP (carry)",
+     (lps.BlockFloatingPoint(8, axis=-1, carry=True),) * 2
+     + (lps.BlockFloatingPoint(8, axis=0, carry=True),) * 2),
 ])
 def test_parse_format(name, canon, label, roles):
     from lpsampling.formats import ROLES
@@ -223,7 +234,7 @@ def test_parse_format(name, canon, label, roles):
 def test_parse_format_errors():
     from lpsampling.formats import parse_format
 
-    valid = "valid formats: fp32, fixed8, bfp8, fixed<wl>-<fl>, bfp<wl>"
+    valid = "valid formats: fp32, fixed8, bfp8, fixed<wl>-<fl>, bfp<wl>, bfp<wl>c"
     with pytest.raises(ValueError, match=r"^unknown format 'fp8'; " + re.escape(valid)):
         parse_format("fp8")
     with pytest.raises(ValueError, match=r"^unknown format 'fixed'; "):
@@ -232,6 +243,10 @@ def test_parse_format_errors():
         parse_format("fixed1")
     with pytest.raises(ValueError, match=r"^invalid format 'bfp64': wl must be in"):
         parse_format("bfp64", "activation")
+    with pytest.raises(ValueError, match=r"^invalid format 'bfp1c': wl must be in"):
+        parse_format("bfp1c")
+    with pytest.raises(ValueError, match=r"^unknown format 'bfp8cc'; "):
+        parse_format("bfp8cc")
     with pytest.raises(ValueError, match="format must be a string"):
         parse_format(8)
     with pytest.raises(ValueError, match="role must be one of"):
@@ -243,6 +258,7 @@ def test_names_of_unnamed_formats():
     assert lps.FixedPoint(8, 3, clamp=False).name is None
     assert lps.BlockFloatingPoint(8, axis=None).name is None
     assert lps.BlockFloatingPoint(8, block_size=4).name is None
+    assert lps.BlockFloatingPoint(8, axis=None, carry=True).name is None
 
 
 def test_fixed_point_flags_must_be_bool():
@@ -252,3 +268,14 @@ def test_fixed_point_flags_must_be_bool():
     with pytest.raises(TypeError, match="symmetric must be True or False"):
         lps.FixedPoint(8, 4, symmetric=1)
     assert lps.FixedPoint(8, 4, clamp=False).clamp is False
+
+
+def test_block_carry_must_be_bool():
+    for bad in ("yes", 1, None, 0.0):
+        with pytest.raises(TypeError, match="carry must be True or False"):
+            lps.BlockFloatingPoint(8, carry=bad)
+    # a NumPy bool is stored as a Python bool (the format is written to JSON by storage)
+    fmt = lps.BlockFloatingPoint(8, carry=np.bool_(True))
+    assert fmt.carry is True and fmt == lps.BlockFloatingPoint(8, carry=True)
+    assert "carries past the top code" in fmt.describe()
+    assert "carries" not in lps.BlockFloatingPoint(8).describe()

@@ -449,6 +449,90 @@ def test_saturation(rounding):
                                       err_msg=repr(fmt))
 
 
+# ----------------------------------------------------------------------------------------
+# The top of a block with carry=True: stochastic rounding carries instead of saturating.
+#
+# BlockFloatingPoint(4, axis=0): a row of exponent 0 has Δ = 1/4 and top code 7Δ = 1.75, so
+# its last gap (1.75, 2) holds values beyond the range. Saturating stochastic rounding
+# (carry=False, tested above and against QPyTorch) holds a row maximum 1.75 + fΔ at 1.75, a
+# bias of fΔ; carry=True rounds it up to 2 with probability f and re-rounds that row onto
+# the grid 2Δ. Tolerance of the means: each element is rounded at most twice (onto Δ, then
+# onto 2Δ), so Var[q] ≤ Δ²/4 + (2Δ)²/4 = 5Δ²/4 and |m̂ − x| ≤ Z·sqrt(5/4)·Δ/sqrt(n)
+# (0.0099 at Δ = 1/4, n = 20000), far below the saturating bias fΔ ≥ 0.083 of the row
+# maxima (f ≥ 1/3).
+
+CARRY_N = 20000
+_REST = [0.3, -0.55, 0.05, 1.0, 0.9, -0.1]
+CARRY_ROWS = np.asarray([
+    [1.75 + 0.25 / 3] + _REST,   # f = 1/3
+    [-(1.75 + 0.5 * 0.25)] + _REST,  # f = 1/2, negative maximum
+    [1.75 + 0.9 * 0.25] + _REST,  # f = 0.9
+    [1.5 + 0.3 * 0.25] + _REST,  # maximum below the top code: no carry possible
+    [x / 4 for x in [1.75 + 0.5 * 0.25] + _REST],  # exponent -2, f = 1/2
+    [0.0] * 7,  # all zero
+], np.float32)
+CARRY_F = np.array([1 / 3, 0.5, 0.9, 0.0, 0.5, 0.0])  # round-up probability of each maximum
+CARRY_GAP = np.array([0.25, 0.25, 0.25, 0.25, 0.0625, 0.0])
+
+
+def test_carry_makes_stochastic_rounding_mean_exact_at_the_block_top():
+    fmt = lps.BlockFloatingPoint(4, axis=0, carry=True)
+    x = jnp.asarray(CARRY_ROWS)
+    out = draws(x, fmt, CARRY_N, seed=40).astype(np.float64)
+    # every draw is a value of the format (nearest rounding of each draw is the identity)
+    renearest = jax.jit(jax.vmap(lambda o: lps.quantize(o, fmt, rounding="nearest")))
+    np.testing.assert_array_equal(np.asarray(renearest(jnp.asarray(out, jnp.float32))), out)
+    # mean exact everywhere, the row maxima included (saturation would miss them by fΔ)
+    tol = Z * np.sqrt(5 / 4) * CARRY_GAP[:, None] / np.sqrt(CARRY_N) + 1e-12
+    err = np.abs(out.mean(0) - CARRY_ROWS)
+    assert np.all(err <= tol), (err, tol)
+    # the maximum carries to ±2^(e+1) with probability f; its row is then on the grid 2Δ
+    top = 8 * CARRY_GAP * np.sign(CARRY_ROWS[:, 0])
+    carried = (out[:, :, 0] == top) & (top != 0)  # the zero row has no maximum
+    assert np.all(np.abs(carried.mean(0) - CARRY_F) <= binom_tol(CARRY_F, CARRY_N))
+    for i in range(3):
+        rows = out[carried[:, i], i]
+        assert np.all(np.mod(rows, 2 * CARRY_GAP[i]) == 0), i
+
+
+def test_carry_changes_nothing_where_nothing_carries():
+    """The carry kernel is the saturating kernel plus a second rounding that runs only
+    where a block carried: with the same key, rows that cannot carry (no maximum in the
+    last gap) are bit for bit the saturating result, in every draw; the rows that can
+    differ from it in some draws."""
+    keys = jax.random.split(jax.random.key(41), 200)
+    x = jnp.asarray(CARRY_ROWS)
+    both = jax.jit(jax.vmap(lambda k: [lps.quantize(x, lps.BlockFloatingPoint(4, carry=c),
+                                                    key=k) for c in (False, True)]))
+    sat, car = (np.asarray(a) for a in both(keys))
+    np.testing.assert_array_equal(car[:, [3, 5]], sat[:, [3, 5]])
+    assert np.all(np.any(car[:, [0, 1, 2, 4]] != sat[:, [0, 1, 2, 4]], axis=(0, 2)))
+    assert np.all(sat[:, :3, 0] == np.sign(CARRY_ROWS[:3, 0]) * 1.75)  # saturated
+    # nearest rounding is the same (saturating) kernel in both settings
+    np.testing.assert_array_equal(
+        nearest(x, lps.BlockFloatingPoint(4, carry=True)), nearest(x, lps.BlockFloatingPoint(4)))
+
+
+def test_carry_under_jit_vmap_and_at_the_range_end():
+    fmt = lps.BlockFloatingPoint(4, axis=0, carry=True)
+    x = jnp.asarray(CARRY_ROWS)
+    keys = jax.random.split(jax.random.key(42), 3)
+    batched = jax.jit(jax.vmap(lambda k: lps.quantize(x, fmt, key=k)))(keys)
+    assert np.any(np.asarray(batched)[:, 2, 0] == 2.0)  # a carry (probability 0.9 per draw)
+    for i in range(3):
+        eager = lps.quantize(x, fmt, key=keys[i])
+        np.testing.assert_array_equal(batched[i], eager)
+        np.testing.assert_array_equal(Q(x, fmt, key=keys[i]), eager)
+    # vmap over rows: each row is its own tensor (1-D, axis=0: one block per element)
+    rows = jax.jit(jax.vmap(lambda r: lps.quantize(r, fmt, key=keys[0])))(x)
+    for i in range(3):
+        np.testing.assert_array_equal(rows[i], Q(x[i], fmt, key=keys[0]))
+    # a carry past exponent 127 would be 2^128 = inf: it saturates at the top code instead
+    big = jnp.asarray([[np.finfo(np.float32).max, 1.0]], jnp.float32)
+    outs = np.asarray(draws(big, fmt, 64, seed=43))
+    assert np.all(outs[:, 0, 0] == 1.75 * 2.0**127)
+
+
 NAN_FORMATS = PROPERTY_FORMATS + [lps.FloatingPoint(5, 10), lps.FixedPoint(8, 8)]
 
 

@@ -355,6 +355,25 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(np.asarray(single.exponents), np.asarray(tree["w"].exponents))
 
 
+def test_carry_format_round_trips_and_old_files_load(tmp_path):
+    """BlockFloatingPoint's carry flag is written with the format and read back; a file
+    written before the flag existed (no "carry" key) loads as carry=False."""
+    fmt = BlockFloatingPoint(8, axis=None, carry=True)
+    x = jnp.asarray(grid_values(fmt, (5, 3)))
+    path = tmp_path / "carry.npz"
+    save_packed(path, {"w": pack(x, fmt), "b": pack(x, BlockFloatingPoint(8, axis=None))})
+    loaded = load_packed(path)
+    assert loaded["w"].fmt == fmt and loaded["w"].fmt.carry is True
+    assert loaded["b"].fmt.carry is False
+    want = unpack(pack(x, fmt))
+    assert_bits_equal(unpack(loaded["w"]), want, allow_neg_zero=False)
+    old = tmp_path / "old.npz"
+    _tamper(path, old, lambda a, m: [leaf["format"].pop("carry") for leaf in m["leaves"]])
+    for leaf in load_packed(old).values():
+        assert leaf.fmt == BlockFloatingPoint(8, axis=None)
+        assert_bits_equal(unpack(leaf), want, allow_neg_zero=False)
+
+
 def test_load_truncated_or_foreign_file_raises(tmp_path):
     path = tmp_path / "p.npz"
     save_packed(path, {"w": pack(jnp.ones((100, 100)), FixedPoint(8, 3))})
@@ -406,6 +425,7 @@ def _tamper(src, dst, edit):
     (lambda a, m: a.__setitem__("leaf0.codes", a["leaf0.codes"].astype(np.int32)),
      "codes dtype"),
     (lambda a, m: m["leaves"][0]["format"].__setitem__("clamp", "no"), "clamp"),
+    (lambda a, m: m["leaves"][0]["format"].__setitem__("carry", "no"), "carry"),
 ])
 def test_tampered_file_is_refused(tmp_path, edit, field):
     x = jnp.linspace(-1.0, 1.0, 24).reshape(4, 6)
@@ -414,7 +434,7 @@ def test_tampered_file_is_refused(tmp_path, edit, field):
         save_packed(path, pack(x, fmt))
         with np.load(path) as z:
             has_exponents = "leaf0.exponents" in z.files
-        if (not has_exponents and field in ("exponents dtype", "out of range")) or (
+        if (not has_exponents and field in ("exponents dtype", "out of range", "carry")) or (
                 has_exponents and field == "clamp"):
             continue  # the edit does not apply to this format
         bad = tmp_path / "bad.npz"

@@ -200,6 +200,27 @@ def test_zero_noise_on_low_bit_blocks_is_stochastic_rounding(accumulator):
     helpers.assert_stochastic_rounding(out, mu, fmt)
 
 
+@pytest.mark.parametrize("accumulator", ["low", "vc"])
+def test_small_steps_cross_a_block_top_with_a_carry_format(accumulator):
+    """BlockFloatingPoint(8, axis=None, carry=True): a step smaller than one gap moves a
+    block maximum just below 2^(e+1) across it in expectation, in both low-precision
+    accumulators (the default format holds it at the top code: optax's Rosenbrock problem
+    stalled so). θ = 127·2^-6 (the top code of exponent 0, Δ = 2^-6) plus a step of Δ/4:
+    E[θ'] = θ + Δ/4 exactly; 4000 steps from one state, v = 0. Tolerance: Var[θ'] ≤
+    Δ²/4 + (2Δ)²/4, so 5 sd of the mean is 5·sqrt(5/4)·Δ/sqrt(4000) = 1.4e-3 against the
+    saturating bias Δ/4 = 3.9e-3."""
+    d = 2.0**-6
+    fmt = lps.BlockFloatingPoint(8, axis=None, carry=True)
+    theta = jnp.asarray([127 * d, 0.5], jnp.float32)
+    g = jnp.asarray([-d / 4, 0.0], jnp.float32)
+    precision = Precision(fmt, lps.FULL, accumulator)
+    step = jax.jit(jax.vmap(lambda k: update_position(
+        k, theta, g, learning_rate=1.0, noise_variance=0.0, precision=precision)[0]))
+    out = np.asarray(step(jax.random.split(jax.random.key(32), 4000)), np.float64)
+    assert abs(out[:, 0].mean() - (127.25 * d)) <= 5 * np.sqrt(5 / 4) * d / np.sqrt(4000)
+    assert set(np.unique(out[:, 0])) == {127 * d, 2.0}  # held, or carried to 2^(e+1)
+
+
 def test_full_precision_sgd_is_exact():
     theta = jnp.linspace(-2, 2, 11, dtype=jnp.float32)
     g = jnp.linspace(1, -3, 11, dtype=jnp.float32)

@@ -272,6 +272,40 @@ def test_small_variance_at_a_block_top_saturates_the_mean():
     assert np.all(np.mod(rest[carried], 2 * d) == 0)
 
 
+@pytest.mark.parametrize("vu", [0.0, 0.2])
+def test_carry_format_keeps_the_mean_at_a_block_top(vu):
+    """BlockFloatingPoint(carry=True), v = vu·Δ² ≤ Δ²/4: the mean is not saturated, so a
+    block maximum in the last gap (1.9 = 7Δ + 0.6Δ, and -1.8 = -(7Δ + 0.2Δ)) keeps its
+    mean: it carries to 2^(e+1) = 2 with probability f (plus the ±Δ steps), and the
+    re-rounding puts its row on the grid 2Δ. At v = 0 that is the format's stochastic
+    rounding (quantize with carry=True) in distribution. Tolerance of the means: Var[q] ≤
+    max(v, Δ²/4) + Δ_out²/2 with Δ_out = 2Δ (module docstring), so 5 sd is
+    Z·1.5·Δ/sqrt(n) = 0.013, against the saturating rule's bias 0.15 at the maximum."""
+    fmt = lps.BlockFloatingPoint(4, axis=0, carry=True)
+    d = 0.25
+    mu = np.asarray([[1.9, 0.3, -0.55, 0.05, 1.0], [-1.8, 0.3, -0.55, 0.05, 1.0]], np.float32)
+    out = vc_draws(jnp.asarray(mu), jnp.float32(vu * d**2), fmt, seed=16)
+    n = out.shape[0]
+    np.testing.assert_array_equal(renearest(out, fmt), out)  # on the format
+    tol = Z * 1.5 * d / np.sqrt(n)
+    assert np.all(np.abs(out.mean(0) - mu) <= tol), (out.mean(0) - mu, tol)
+    top, f = out[:, :, 0], np.array([0.6, 0.2])
+    # a carry is a draw of at least 8Δ = 2 from the mean 7Δ + fΔ: stochastic rounding up
+    # (f) plus the ±Δ steps (probability s = max(vu − f(1−f), 0)/2 each way; _vc_units),
+    # P = f + s·(1 − 2f); the draw 9Δ (f·s) is re-rounded onto 2 or 2.5
+    s = 0.5 * np.maximum(vu - f * (1 - f), 0.0)
+    p = f + s * (1 - 2 * f)
+    carried = np.abs(top) >= 2.0
+    assert np.all(np.abs(carried.mean(0) - p) <= helpers.binom_tol(p, n)), carried.mean(0)
+    for i in range(2):
+        assert np.all(np.mod(out[carried[:, i], i], 2 * d) == 0), i
+    if vu == 0:  # Q_vc(μ, 0) is quantize(μ, carry format) in distribution: same top law
+        q = np.asarray(jax.jit(jax.vmap(lambda k: lps.quantize(jnp.asarray(mu), fmt, key=k)))(
+            jax.random.split(jax.random.key(17), n)), np.float64)
+        assert np.all(np.abs((np.abs(q[:, :, 0]) == 2.0).mean(0) - f)
+                      <= helpers.binom_tol(f, n))
+
+
 @pytest.mark.parametrize("fmt", [lps.BlockFloatingPoint(4, axis=0),
                                  lps.BlockFloatingPoint(4, block_size=2)], ids=repr)
 def test_nan_block_stays_nan(fmt):

@@ -165,7 +165,8 @@ def get_format(name: str) -> FormatSpec:
 
     ``fp32``; ``fixed8`` = ``fixed8-8`` (the paper's 8-bit fixed point, weights and
     gradients only); ``fixed<wl>-<fl>``; ``bfp8`` / ``bfp<wl>`` (block floating point on
-    weights, gradients, activations and errors). The names are parsed once, by
+    weights, gradients, activations and errors); ``bfp<wl>c`` (the same with
+    ``carry=True``). The names are parsed once, by
     :func:`lpsampling.formats.parse_format`, one format per role.
 
     Raises:

@@ -25,7 +25,7 @@ from lpsampling.formats._core import (
 # The exponent stored for an all-zero block.
 ZERO_BLOCK_EXPONENT = -128
 
-_NAME_RE = re.compile(r"^bfp(\d+)$")
+_NAME_RE = re.compile(r"^bfp(\d+)(c?)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +46,25 @@ class BlockFloatingPoint(Format):
     zero in arithmetic), quantize to zero. NaN elements are ignored when finding the block
     maximum and stay NaN; ±inf count as ±float32-max (so they saturate to the largest value
     a block can hold).
+
+    The top of a block: the largest code ``(2**(wl-1) - 1)·Δ`` lies one gap below
+    ``2**(e+1)``. ``carry`` chooses what stochastic rounding does with a value in that
+    last gap (it concerns stochastic rounding and :func:`~lpsampling.vc_quantize` only;
+    nearest rounding always saturates there):
+
+    * ``carry=False`` (default, QPyTorch's semantics): it saturates at the top code, a
+      bias toward zero of at most one gap on that one element;
+    * ``carry=True``: it rounds up to ``2**(e+1)`` with probability equal to its fractional
+      position, a carry into the block's next exponent, and the whole block is then
+      stochastically re-rounded onto that exponent's grid ``2Δ`` (mean exact everywhere;
+      the extra variance, up to ``Δ²`` per element of the block, only when a carry
+      happens). The trade-off is in ``docs/formats.md``, "The top of a block".
     """
 
     wl: int
     axis: int | None = 0
     block_size: int | None = None
+    carry: bool = False
 
     def __post_init__(self):
         _check_int("wl", self.wl, 2, 32)
@@ -65,6 +79,11 @@ class BlockFloatingPoint(Format):
                     f"axis is ignored with block_size (blocks run along the last axis): leave "
                     f"it at 0 or None, got axis={self.axis!r}"
                 )
+        if not isinstance(self.carry, (bool, np.bool_)):
+            raise TypeError(f"carry must be True or False, got {self.carry!r}")
+        # a Python bool, so that the format serializes (storage writes JSON) and one
+        # static branch is traced per setting
+        object.__setattr__(self, "carry", bool(self.carry))
 
     @property
     def bits(self) -> int:
@@ -75,9 +94,10 @@ class BlockFloatingPoint(Format):
         return 2 ** (self.wl - 1) - 1
 
     def __repr__(self) -> str:
+        extra = ", carry=True" if self.carry else ""
         if self.block_size is not None:
-            return f"BlockFloatingPoint(wl={self.wl}, block_size={self.block_size})"
-        return f"BlockFloatingPoint(wl={self.wl}, axis={self.axis})"
+            return f"BlockFloatingPoint(wl={self.wl}, block_size={self.block_size}{extra})"
+        return f"BlockFloatingPoint(wl={self.wl}, axis={self.axis}{extra})"
 
     # -- grid and rounding --------------------------------------------------------------
 
@@ -100,22 +120,37 @@ class BlockFloatingPoint(Format):
     # to_units / from_units: the base's scale_pow2 (-k = wl - 2 - e may exceed 127 for tiny
     # blocks, so two factors); saturate: the base's clip to ±max_code * 2**k.
 
+    def round_f32(self, x: jax.Array, rounding: str, key) -> jax.Array:
+        """The shared grid kernel (saturating at the top code), except stochastic rounding
+        with ``carry=True``, which is :meth:`round_unbiased_f32`."""
+        if self.carry and rounding == "stochastic":
+            return self.round_unbiased_f32(x, key)
+        return super().round_f32(x, rounding, key)
+
     def round_unbiased_f32(self, x: jax.Array, key) -> jax.Array:
         """Carry into the block's next exponent instead of holding at the top code.
 
         ``x`` is first rounded on its own block grid without the top-code limit (at most
         ``2**(wl-1)`` in gap units, exactly ``2**(e+1)``), then stochastically onto the
-        format, whose grid is then the block's next exponent wherever a carry happened and
-        the identity elsewhere.
+        format (the saturating kernel), whose grid is then the block's next exponent
+        wherever a carry happened. Both roundings are unbiased, so ``E[q] = x`` up to the
+        range end (exponent 127). Where no element carried, the second rounding would be
+        the identity and is skipped: the result is then bit for bit the saturating
+        stochastic rounding with ``key`` (the same random bits, nothing clipped).
         """
         k = self.grid_exponent(x)
         no_grid = k == NO_GRID
         kk = jnp.where(no_grid, 0, k)
-        carried = scale_pow2(round_scaled(scale_pow2(x, -kk), "stochastic", key), kk)
+        units = round_scaled(scale_pow2(x, -kk), "stochastic", key)
         # a block without a grid holds zeros, subnormals (read as zero) and NaN: x * 0
         # keeps the NaN (NaN propagates in every format) and the sign of zero
-        carried = jnp.where(no_grid, x * 0.0, carried)
-        return self.round_f32(carried, "stochastic", jax.random.fold_in(key, 1))
+        carried = jnp.where(no_grid, x * 0.0, scale_pow2(units, kk))
+        # |units| > max_code only as 2**(wl-1), i.e. 2**(e+1): a carry (NaN compares false)
+        any_carry = jnp.any(jnp.abs(units) > self.max_code)
+        return jax.lax.cond(
+            any_carry,
+            lambda c: Format.round_f32(self, c, "stochastic", jax.random.fold_in(key, 1)),
+            lambda c: c, carried)
 
     # -- storage: mantissa codes plus one int8 exponent per block --------------------------
 
@@ -176,30 +211,34 @@ class BlockFloatingPoint(Format):
     # -- naming ---------------------------------------------------------------------------
 
     def describe(self) -> str:
+        top = ("; stochastic rounding carries past the top code into the next exponent"
+               if self.carry else "")
         return (f"{self!r}: gap 2^(e{2 - self.wl:+d}) per block, mantissas ±{self.max_code}, "
-                f"{self.wl} bits + 8-bit exponent per block")
+                f"{self.wl} bits + 8-bit exponent per block{top}")
 
     @property
     def name(self) -> str | None:
-        """``bfp<wl>`` for the paper's per-row/per-column blocks (``axis`` 0 or -1)."""
+        """``bfp<wl>`` for the paper's per-row/per-column blocks (``axis`` 0 or -1);
+        ``bfp<wl>c`` with ``carry=True``."""
         if self.block_size is not None or self.axis not in (0, -1):
             return None
-        return f"bfp{self.wl}"
+        return f"bfp{self.wl}{'c' if self.carry else ''}"
 
     @property
     def label(self) -> str:
-        return f"{self.wl}-bit BFP"
+        return f"{self.wl}-bit BFP{' (carry)' if self.carry else ''}"
 
     @classmethod
     def _parse_name(cls, key: str, role: str) -> Format | None:
         """``bfp<wl>``: every number on a block grid; weights and gradients with
-        ``axis=-1``, activations and errors with ``axis=0`` (one exponent per example)."""
+        ``axis=-1``, activations and errors with ``axis=0`` (one exponent per example).
+        ``bfp<wl>c``: the same with ``carry=True``."""
         m = _NAME_RE.match(key)
         if not m:
             return None
-        wl = int(m.group(1))
-        w = cls(wl, axis=-1)
-        a = cls(wl, axis=0)
+        wl, carry = int(m.group(1)), m.group(2) == "c"
+        w = cls(wl, axis=-1, carry=carry)
+        a = cls(wl, axis=0, carry=carry)
         return w if role in ("weight", "grad") else a
 
 

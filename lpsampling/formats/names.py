@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from lpsampling.formats._core import FORMAT_TYPES, Format
 
-FORMAT_NAMES: tuple[str, ...] = ("fp32", "fixed8", "bfp8", "fixed<wl>-<fl>", "bfp<wl>")
+FORMAT_NAMES: tuple[str, ...] = ("fp32", "fixed8", "bfp8", "fixed<wl>-<fl>", "bfp<wl>",
+                                 "bfp<wl>c")
 """The names :func:`parse_format` accepts (``<wl>``, ``<fl>``: integers)."""
 
 ROLES: tuple[str, ...] = ("weight", "grad", "activation", "error")
@@ -29,7 +30,9 @@ def parse_format(name: str, role: str = "weight") -> Format:
       for activations and errors;
     * ``bfp<wl>``: ``BlockFloatingPoint(wl, axis=-1)`` for weights and gradients,
       ``BlockFloatingPoint(wl, axis=0)`` (one exponent per example) for activations and
-      errors.
+      errors;
+    * ``bfp<wl>c``: the same with ``carry=True`` (stochastic rounding mean-exact at the
+      top of a block: it carries into the block's next exponent instead of saturating).
 
     Args:
       name: the format name.

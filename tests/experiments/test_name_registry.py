@@ -52,6 +52,12 @@ def test_formats():
     # per output unit/filter in Flax's (..., in, out) layout; per example for activations
     assert b.weight == BlockFloatingPoint(8, axis=-1)
     assert b.activation == BlockFloatingPoint(8, axis=0) == b.error
+    # bfp<wl>c: the same blocks with the mean-exact carry at a block's top
+    c = get_format("BFP4C")
+    assert c.name == "bfp4c" and c.weight == BlockFloatingPoint(4, axis=-1, carry=True)
+    assert c.activation == BlockFloatingPoint(4, axis=0, carry=True) == c.error
+    run = RunConfig(method="vc-sgldlp-l", format="bfp4c")
+    assert run.format == "bfp4c" and run.format_spec.grad.carry is True
     assert get_format("fp32").is_full
     with pytest.raises(ValueError, match="valid formats"):
         get_format("fixed1")
