@@ -27,7 +27,6 @@ ORDER = [
     ("gaussian", "Figure 1 (issue: measured)"),
     ("gaussian_sghmc", "Low-precision SGHMC on N(0, 1) (issue 13)"),
     ("tables", "Tables 1 and 2 on Fashion-MNIST, T = 1e-3 (issue: measured)"),
-    ("tables_T1", "Tables 1 and 2 on Fashion-MNIST, T = 1 (issue: measured)"),
     ("tables_sghmc", "SGHMC rows on Fashion-MNIST, T = 1e-3 (issue 13)"),
     ("logreg", "A posterior with a ground truth: logistic regression vs NUTS (issue 12)"),
     ("bitwidth", "Error against word length, and when the noise matters (issue 12)"),

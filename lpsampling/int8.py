@@ -59,6 +59,9 @@ any of the above, no error format       int8         float32         float32
 ``dx`` factors when ``w``'s exponent is constant along its output axis and the error's
 along its last axis; ``dw`` when the exponents of ``x`` and of the error are constant
 along the batch axes. :func:`int8_plan` reports the choice for given shapes and formats.
+A convolution's two int8 backward products run as int8 matrix products (im2col; for a
+strided input gradient, one product and a strided scatter-add of the kernel taps), not as
+XLA's transposed convolutions, which have no fast int8 kernel on CPU; both are exact.
 
 Operands with NaN or ±inf give an all-NaN result (codes cannot hold them); the check is one
 fused ``sum(x · 0)`` per float operand.
