@@ -638,9 +638,8 @@ def _conv_input_grad_codes(g, w, x_shape, strides, pad, dil):
         for j in range(kw):
             acc = acc.at[:, i * dh: i * dh + (ho - 1) * sh + 1: sh,
                          j * dw: j * dw + (wo - 1) * sw + 1: sw, :].add(taps[:, :, :, i, j])
-    # undo the padding: crop lo, and crop or zero-extend to the input's size
-    acc = _pad_hw(acc, ((-lh, 0), (-lw, 0)))
-    return _pad_hw(acc, ((0, h - acc.shape[1]), (0, wd - acc.shape[2])))
+    # undo the padding: crop lo, and crop or zero-extend the high end to the input's size
+    return _pad_hw(acc, ((-lh, h + lh - acc.shape[1]), (-lw, wd + lw - acc.shape[2])))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
