@@ -32,6 +32,7 @@ from lpsampling.flax.models import (
     ResNet18,
     SmallCNN,
     create_model,
+    max_pool_2x2,
 )
 from lpsampling.flax.predict import bank_predict, int8_kernels
 
@@ -58,5 +59,6 @@ __all__ = [
     "ResNet",
     "ResNet18",
     "SmallCNN",
+    "max_pool_2x2",
     "create_model",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "LogisticRegression",
     "MLP",
     "SmallCNN",
+    "max_pool_2x2",
     "BasicBlock",
     "ResNet",
     "ResNet18",
@@ -78,6 +79,56 @@ def _dense(features: int, fan_in: int, name: str, **int8: Any) -> nn.Dense:
 
 def _flatten(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0], -1))
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2×2 max pooling with stride 2 over the spatial axes of NHWC ``x`` (an odd last row
+    or column is dropped): ``nn.max_pool(x, (2, 2), strides=(2, 2))`` with a faster
+    gradient.
+
+    Equal to ``nn.max_pool`` in value and gradient, bit for bit: the gradient goes to the
+    first maximum of each window in row-major order, as XLA's select-and-scatter sends it,
+    which matters on a quantization grid where ties are common. The gradient is written as
+    three selects over the four strided views of ``x`` because XLA:CPU's select-and-scatter
+    took a quarter of a small CNN's step (20× slower than the selects). The forward pass
+    stays ``reduce_window``: written with the views too, XLA fused a stochastic quantizer
+    into each of the four and drew its random bits four times. Differentiable in reverse
+    mode (``grad``, ``vjp``), like every layer whose gradient is defined by hand here.
+    """
+    return _max_pool_2x2(x)
+
+
+def _reduce_window_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def _later_wins(earlier: jax.Array, later: jax.Array) -> jax.Array:
+    # ``>`` keeps the earlier element on a tie; a NaN wins, as in ``reduce_window``
+    return jnp.where((later > earlier) | jnp.isnan(later), later, earlier)
+
+
+def _pool_by_views(x: jax.Array) -> jax.Array:
+    h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
+    x = x[..., :h, :w, :]
+    a, b = x[..., 0::2, 0::2, :], x[..., 0::2, 1::2, :]
+    c, d = x[..., 1::2, 0::2, :], x[..., 1::2, 1::2, :]
+    return _later_wins(_later_wins(a, b), _later_wins(c, d))
+
+
+@jax.custom_vjp
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+    return _reduce_window_pool(x)
+
+
+def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return _reduce_window_pool(x), x
+
+
+def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    return jax.vjp(_pool_by_views, x)[1](g)
+
+
+_max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
 class LogisticRegression(nn.Module):
@@ -161,7 +212,7 @@ class SmallCNN(nn.Module):
             x = nn.relu(x)
             x = self.quant.layer(f"q_relu{i}")(x)
         # max pooling keeps a subset of each example's values: still on its grid
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
         x = _flatten(x)
         int8 = _int8_fields(self, bool(self.channels), True)
         x = _dense(self.dense, x.shape[-1], "dense", **int8)(x)

@@ -447,3 +447,28 @@ def test_models_int8_refuse_unquantized_activations():
     with pytest.raises(ValueError, match="compute must be one of"):
         MLP(10, QuantConfig.uniform(_A8), compute="int4").init(
             jax.random.key(0), jnp.zeros((2, 8)), train=False)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 4, 2), (2, 7, 5, 3), (4, 2, 2, 1)])
+def test_max_pool_2x2_equals_flax_max_pool_in_value_and_gradient(shape):
+    """Bit for bit, on a coarse grid where most windows hold ties (ReLU zeros, repeated
+    codes): the gradient must go to the same element of each window as ``nn.max_pool``'s
+    select-and-scatter, and odd rows/columns are dropped as VALID pooling drops them."""
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(20):
+        x = jnp.asarray(np.maximum(rng.integers(-2, 3, shape), 0) * 0.25, jnp.float32)
+        ref, ref_vjp = jax.vjp(lambda v: nn.max_pool(v, (2, 2), strides=(2, 2)), x)
+        out, out_vjp = jax.vjp(lps.flax.max_pool_2x2, x)
+        g = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
+        np.testing.assert_array_equal(out, ref, err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(out_vjp(g)[0], ref_vjp(g)[0], err_msg=f"trial {trial}")
+
+
+def test_max_pool_2x2_propagates_nan_like_flax():
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    for i, j in [(0, 1), (1, 0), (3, 3)]:  # the 2nd, 3rd and 4th element of a window
+        x[0, i, j, 0] = np.nan
+    out = lps.flax.max_pool_2x2(jnp.asarray(x))
+    ref = nn.max_pool(jnp.asarray(x), (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    assert np.isnan(out).sum() == 2

@@ -39,7 +39,7 @@ from flax.core.scope import LazyRng
 from flax.traverse_util import flatten_dict
 
 from lpsampling.flax.layers import QUANTIZE_RNG, QuantConfig, check_compute
-from lpsampling.flax.models import torch_bias_init, torch_kernel_init
+from lpsampling.flax.models import max_pool_2x2, torch_bias_init, torch_kernel_init
 from lpsampling.flax.nnx.layers import (
     QuantConv,
     QuantDense,
@@ -307,7 +307,7 @@ class SmallCNN(_QuantModel):
             x = getattr(self, f"conv{i}")(x)
             x = self._q(f"q_conv{i}", x, base)
             x = self._q(f"q_relu{i}", _relu(x), base)
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
         x = self.dense(_flatten(x))
         x = self._q("q_dense", x, base)
         x = self._q("q_relu_dense", _relu(x), base)
