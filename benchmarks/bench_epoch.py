@@ -94,7 +94,8 @@ def _breakdown(runners, x, y, rounds):
     per runner (interleaved rounds)."""
     fns = {}
     for r in runners:
-        model, opt = r.engine.model, r.engine.make_optimizer(jax.random.key(0))
+        model, opt = r.engine.model, r.engine.make_optimizer(jax.random.key(0),
+                                                   r.config.temperature)
         params = r.state.params
         opt_state = opt.init(params)
 

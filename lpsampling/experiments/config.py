@@ -302,8 +302,20 @@ class RunConfig:
 
     def compile_key(self) -> RunConfig:
         """This config with every field the compiled functions ignore reset (the seed,
-        paths, evaluation options): the runs of one key share their compiled engine."""
-        return self.replace(seed=0, **{k: getattr(RunConfig, k) for k in _NOT_TRAINING})
+        paths, evaluation options) and, for Langevin (SGLD) dynamics and SGD, the
+        temperature, an argument of the compiled step: the runs of one key share their
+        compiled engine, so a method's runs at every temperature, the T = 0 control
+        included, compile once. SGHMC keeps its temperature compiled: its noise scale
+        ``T/N`` is rounded once from double precision when the sampler is built."""
+        runtime = {"temperature": RunConfig.temperature} if self.runtime_temperature else {}
+        return self.replace(seed=0, **{k: getattr(RunConfig, k) for k in _NOT_TRAINING},
+                            **runtime)
+
+    @property
+    def runtime_temperature(self) -> bool:
+        """Whether the compiled step takes the temperature as an argument (see
+        :meth:`compile_key`)."""
+        return self.method_spec.dynamics != "sghmc"
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -160,14 +160,17 @@ class Engine:
         self.init_state = jax.jit(self._init_state, static_argnums=(4,))
 
     def _make_step(self):
-        opt = self.make_optimizer(jax.random.key(0, impl=PRNG_IMPL))
+        runtime_temperature = self.config.runtime_temperature
         model, augment = self.model, self.config.augment
         shape = self.data.input_shape
         images = len(shape) == 3
         pad = max(1, shape[0] // 8) if images else 0
         bsz = float(self.config.batch_size)
 
-        def step(params, batch_stats, opt_state, sums, x, y, step_idx, data_key):
+        def step(params, batch_stats, opt_state, sums, x, y, step_idx, data_key, temperature):
+            # only ``update`` runs here: its key lives in ``opt_state``, not in ``opt``
+            opt = self.make_optimizer(jax.random.key(0, impl=PRNG_IMPL),
+                                      temperature if runtime_temperature else None)
             k_q, k_aug = jax.random.split(jax.random.fold_in(data_key, step_idx))
             if augment and images:
                 x = random_crop_flip(k_aug, x, padding=pad)
@@ -211,9 +214,18 @@ class Engine:
         return self.init_state(jnp.asarray(ds.x_train[:2]), keys.init, keys.sampler,
                                keys.weights, capacity)
 
-    def make_optimizer(self, key: jax.Array) -> optax.GradientTransformationExtraArgs:
-        """The configuration's sampler (optax face) with its PRNG ``key``."""
+    def temperature(self, config: RunConfig) -> jax.Array:
+        """The step's ``temperature`` argument for a run of ``config`` (float32; ignored
+        where the temperature is compiled, see :meth:`RunConfig.compile_key`)."""
+        return jnp.asarray(config.temperature, jnp.float32)
+
+    def make_optimizer(self, key: jax.Array, temperature: float | jax.Array | None = None
+                       ) -> optax.GradientTransformationExtraArgs:
+        """The configuration's sampler (optax face) with its PRNG ``key`` at
+        ``temperature`` (default: the engine's configuration's, which for SGLD dynamics is
+        the compile key's placeholder: pass the run's)."""
         c, spec, f = self.config, self.spec, self.fspec
+        temp = float(c.temperature) if temperature is None else temperature
         lr0, num_train = float(c.lr), self.data.num_train
         common = dict(weight_decay=float(c.weight_decay), weight_format=f.weight,
                       grad_format=f.grad, accumulator=spec.accumulator, key=key)
@@ -224,14 +236,13 @@ class Engine:
             return (cyclical_sghmc if hmc else cyclical_sgld)(
                 lr0, num_data=num_train, num_cycles=c.num_cycles,
                 total_steps=self.total_steps, exploration_ratio=float(c.exploration_ratio),
-                temperature=float(c.temperature), **common)
+                temperature=temp, **common)
         lr: Any = lr0
         if c.schedule == "decay":
             lr = paper_decay_schedule(lr0, self.total_steps)
         if spec.kind == "sgd":
             return sgd(lr, **common)
-        return (sghmc if hmc else sgld)(lr, num_data=num_train,
-                                        temperature=float(c.temperature), **common)
+        return (sghmc if hmc else sgld)(lr, num_data=num_train, temperature=temp, **common)
 
 
 @functools.lru_cache(maxsize=32)
@@ -284,12 +295,13 @@ class TrainStep:
     engine: Engine
     state: TrainState
     data_key: jax.Array
+    temperature: jax.Array
 
     def __call__(self, state: TrainState, x: Any, y: Any, step: int | jax.Array
                  ) -> tuple[TrainState, tuple[jax.Array, jax.Array]]:
         params, bstats, opt_state, sums, info = self.engine.step(
             state.params, state.batch_stats, state.opt_state, state.sums, x, y,
-            jnp.asarray(step, jnp.int32), self.data_key)
+            jnp.asarray(step, jnp.int32), self.data_key, self.temperature)
         return state._replace(params=params, batch_stats=bstats, opt_state=opt_state,
                               sums=sums), info
 
@@ -299,5 +311,6 @@ def make_train_step(config: RunConfig, ds: Dataset) -> TrainStep:
     initial state and data key of ``config.seed`` (exactly those :func:`train` uses)."""
     engine = get_engine(config, ds)
     keys = run_keys(config.seed)
-    return TrainStep(engine, engine.initial_state(config, ds, keys), keys.data)
+    return TrainStep(engine, engine.initial_state(config, ds, keys), keys.data,
+                     engine.temperature(config))
 

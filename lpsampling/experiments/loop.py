@@ -187,6 +187,7 @@ class _Loop:
         params, bstats, opt_state, sums = (state.params, state.batch_stats, state.opt_state,
                                            state.sums)
         bank, stats_bank = state.bank, state.stats_bank
+        temperature = engine.temperature(config)
         aux = None
         try:
             it = None
@@ -200,7 +201,7 @@ class _Loop:
                 x, y = next(it)
                 params, bstats, opt_state, sums, aux = engine.step(
                     params, bstats, opt_state, sums, x, y, jnp.asarray(step, jnp.int32),
-                    self.data_key)
+                    self.data_key, temperature)
                 step += 1
                 bar.update(1)
                 end_of_epoch = step % spe == 0

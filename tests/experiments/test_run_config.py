@@ -73,6 +73,12 @@ def test_names_resolved_once_into_specs():
     assert key == cfg.replace(seed=7, checkpoint_dir="/tmp/x", num_bins=9).compile_key()
     assert key != cfg.replace(lr=0.1).compile_key()
     assert hash(key) == hash(cfg.replace(seed=3).compile_key())
+    # Langevin dynamics take the temperature at run time: one compilation for all of T
+    assert key == cfg.replace(temperature=0.0).compile_key() == cfg.replace(
+        temperature=1.0).compile_key()
+    # SGHMC compiles it (its T/N is rounded once in double precision)
+    hmc = cfg.replace(method="vc-sghmclp-l")
+    assert hmc.compile_key() != hmc.replace(temperature=1.0).compile_key()
 
 
 def test_compute_option_and_its_refusals():

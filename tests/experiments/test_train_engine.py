@@ -29,3 +29,18 @@ def test_make_train_step_replays_train_bit_identically(digits, tiny):
         if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_one_engine_runs_every_temperature(digits, tiny):
+    """The temperature is an argument of the compiled step: the runs at T = 1, at T = 0
+    (the control) and a rerun at T = 1 share one engine, T changes the chain, and the
+    shared engine does not carry one run's temperature into another."""
+    cfg = RunConfig(method="vc-sgldlp-l", format="fixed8", temperature=1.0, **tiny)
+    hot = train(cfg, dataset=digits, progress=False)
+    cold = train(cfg.replace(temperature=0.0), dataset=digits, progress=False)
+    again = train(cfg, dataset=digits, progress=False)
+    assert hot.engine is cold.engine is again.engine
+    leaves = [jax.tree.leaves(r.state.params) for r in (hot, cold, again)]
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves[0], leaves[1], strict=True))
+    for a, b in zip(leaves[0], leaves[2], strict=True):
+        np.testing.assert_array_equal(a, b)
