@@ -6,16 +6,20 @@ matter against the grid gap Δ.
 
 Every run is :func:`lpsampling.experiments.run_experiment` (the code of ``lpsampling
 run``); each writes its JSON record under ``<out-dir>/runs/`` and an existing record is
-skipped, so a killed sweep resumes where it stopped (``--workers`` processes share the
-grid, each taking every n-th configuration). ``--budget-min`` stops starting new
-configurations after that many minutes: the report then says which ran.
+skipped, so a killed sweep resumes where it stopped. ``--jobs n`` runs n worker processes
+(``--worker i/n`` each) and times the whole; a worker takes every n-th *compiled group*
+(model, format, method: the runs of all seeds and temperatures of a group share one
+compilation, the temperature being an argument of the compiled step). ``--budget-min``
+stops starting new configurations after that many minutes: the report then says which
+ran.
 
-Scaling (a 2-core CPU shared with other jobs; the paper trains ResNet-18 on CIFAR for 245
-epochs): the first ``--train-subset`` training and ``--test-subset`` test examples,
-``--epochs`` epochs of batch 128, the paper's decay schedule, 20 samples spread evenly
-over the last ``1 − sample_start`` of the steps (the same plan as every SGLD run of the
-library), ``--seeds`` seeds paired across methods. The CNN is ``cnn-mini``
-(:class:`lpsampling.flax.SmallCNN` with 8/16 channels, 64 dense units).
+Scaling, so that the whole sweep runs in under an hour on 2 CPU cores (the paper trains
+ResNet-18 on CIFAR for 245 epochs): the MLP on the first ``--train-subset`` training and
+``--test-subset`` test images with ``--seeds`` seeds, the CNN on ``--cnn-train-subset`` /
+``--cnn-test-subset`` with ``--cnn-seeds``; ``--epochs`` epochs of batch 128, the paper's
+decay schedule, 20 samples spread evenly over the last ``1 − sample_start`` of the steps
+(the same plan as every SGLD run of the library), seeds paired across methods. The CNN is
+``cnn-mini`` (:class:`lpsampling.flax.SmallCNN` with 8/16 channels, 64 dense units).
 
 Fixed point ``fixed<wl>`` is ``FixedPoint(wl, wl)``: range ±0.5, Δ = 2^-wl, on weights and
 gradients; BFP ``bfp<wl>`` quantizes weights, gradients, activations and errors.
@@ -29,7 +33,7 @@ sampling happens: ``--lr`` × the decay schedule's final 1%... and up to ``--lr`
 
 Usage::
 
-    python benchmarks/reproduce_bitwidth.py                      # the sweep + report
+    python benchmarks/reproduce_bitwidth.py --jobs 2             # the sweep + report
     python benchmarks/reproduce_bitwidth.py --report-only        # report from the JSONs
 """
 
@@ -72,7 +76,7 @@ def _configs(args) -> list[tuple[str, dict]]:
     def grid(model):
         # in tiers, each over every format, so that a sweep cut short by its budget still
         # draws whole curves: the methods at T = 1e-3, then the controls, then T = 1
-        fmts = [f"{fam}{wl}" for fam in FAMILIES for wl in WORD_LENGTHS]
+        fmts = [f"{fam}{wl}" for fam in args.families for wl in args.word_lengths]
         tiers = [[(m, 0.0) for m in SGDS] + [(m, TEMPS[0]) for m in SAMPLERS],
                  [(m, 0.0) for m in SAMPLERS],
                  [(m, t) for t in TEMPS[1:] for m in SAMPLERS]]
@@ -95,10 +99,21 @@ def _configs(args) -> list[tuple[str, dict]]:
 
 
 def _base(args, model: str) -> dict:
+    mlp = model == "mlp"
     return dict(dataset="fashion_mnist", data_dir=args.data_dir, epochs=args.epochs,
-                batch_size=128, lr=args.lr if model == "mlp" else args.cnn_lr,
+                batch_size=128, lr=args.lr if mlp else args.cnn_lr,
                 weight_decay=5e-4, samples=args.samples, sample_start=args.sample_start,
-                train_subset=args.train_subset, test_subset=args.test_subset)
+                train_subset=args.train_subset if mlp else args.cnn_train_subset,
+                test_subset=args.test_subset if mlp else args.cnn_test_subset)
+
+
+def _groups(todo: list[tuple[str, dict]]) -> list[int]:
+    """The compiled group of each configuration (numbered in order of first appearance):
+    the runs of one model, format and method share a compiled engine at every
+    temperature, so a worker owns whole groups."""
+    ids: dict[tuple, int] = {}
+    return [ids.setdefault((f["model"], f["format"], f["method"]), len(ids))
+            for _, f in todo]
 
 
 def _name(fields: dict, seed: int) -> str:
@@ -115,8 +130,8 @@ def run_sweep(args) -> None:
     t0 = time.perf_counter()
     todo = _configs(args)
     w, n = args.worker
-    for i, (_, fields) in enumerate(todo):
-        if i % n != w:
+    for i, ((_, fields), group) in enumerate(zip(todo, _groups(todo), strict=True)):
+        if group % n != w:
             continue
         seeds = args.seeds if fields["model"] == "mlp" else args.cnn_seeds
         for seed in range(seeds):
@@ -132,6 +147,27 @@ def run_sweep(args) -> None:
             m = res.record["metrics"]
             print(f"[{i + 1}/{len(todo)}] {path.name}: error {100 * m['error']:.2f}% NLL "
                   f"{m['nll']:.3f} ({time.perf_counter() - t:.1f} s)", flush=True)
+
+
+def run_jobs(args, argv: list[str]) -> None:
+    """``--jobs n``: the sweep in n worker processes (this script with ``--worker i/n``);
+    a worker that fails fails the sweep."""
+    import subprocess
+
+    base, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--jobs="):
+            skip = False
+        elif a == "--jobs":
+            skip = True
+        else:
+            base.append(a)
+    procs = [subprocess.Popen([sys.executable, __file__, *base, "--worker", f"{i}/{args.jobs}"])
+             for i in range(args.jobs)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"reproduce_bitwidth: worker exit codes {codes}: the sweep is "
+                         "incomplete (rerun to resume)")
 
 
 # ---------------------------------------------------------------------------- report
@@ -317,14 +353,16 @@ def _tstudy(recs, args) -> list[str]:
 def report(args, elapsed_min: float | None) -> str:
     out_dir = Path(args.out_dir)
     recs = _load(out_dir)
-    fig_dir = HERE / "figures"
-    fig_dir.mkdir(exist_ok=True)
+    fig_dir = Path(args.fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
     models = [m for m in ("mlp", "cnn-mini") if any(k[0] == m for k in recs)]
     missing_models = {"cnn-mini"} - set(models)
     figs = _figures(recs, models, fig_dir)
     total_cfg = len(_configs(args))
     done_cfg = len({k[:4] for k in recs})
-    times = [r["timing"]["train_s"] + r["timing"]["eval_s"] for r in recs.values()]
+    busy = {m: sum(r["timing"]["train_s"] + r["timing"]["eval_s"] for k, r in recs.items()
+                   if k[0] == m) / 60 for m in models}
+    runs = {m: sum(k[0] == m for k in recs) for m in models}
     cmd = "python " + " ".join([os.path.relpath(__file__, HERE.parent)] + sys.argv[1:])
     lines = [
         "# Error against word length on Fashion-MNIST (issue 12)",
@@ -333,19 +371,22 @@ def report(args, elapsed_min: float | None) -> str:
         f"machine: {machine_line()}; jax {jax.__version__}",
         f"- command: `{cmd}`"
         + (f" ({elapsed_min:.1f} min wall)" if elapsed_min is not None else ""),
-        f"- load: the 2 cores were shared with 5 other jobs while this ran (load average "
-        f"{os.getloadavg()[0]:.1f} at the end); {len(recs)} runs, median "
-        f"{np.median(times) if times else float('nan'):.1f} s of training + evaluation "
-        f"per run (compilation excluded), {done_cfg} of {total_cfg} configurations done.",
-        f"- scaling (the paper: ResNet-18, CIFAR, 245 epochs): the first "
-        f"{args.train_subset} training and {args.test_subset} test images, {args.epochs} "
-        f"epochs of batch 128 ({args.train_subset // 128} steps each), lr {args.lr} (MLP) / "
-        f"{args.cnn_lr} (cnn-mini) with the paper's decay schedule, weight decay 5e-4, "
-        f"{args.samples} samples spread evenly over the last "
-        f"{100 * (1 - args.sample_start):.0f}% of the steps (SGD: the final weights), "
-        f"{args.seeds} seeds per MLP and {args.cnn_seeds} per CNN configuration, paired "
-        f"across methods (same initialisation and data order). Models: MLP 784-100-10; "
-        f"cnn-mini = SmallCNN(8, 16 channels, 64 dense units).",
+        f"- {len(recs)} runs, {done_cfg} of {total_cfg} configurations; training + "
+        f"evaluation time summed over runs (compilation included): "
+        + ", ".join(f"{m} {runs[m]} runs, {busy[m]:.1f} min" for m in models)
+        + "; load average (1/5/15 min) when the report was written: "
+        + "/".join(f"{x:.1f}" for x in os.getloadavg()) + ".",
+        f"- scaling (the paper: ResNet-18, CIFAR, 245 epochs), for 2 CPU cores: MLP on "
+        f"the first {args.train_subset} training and {args.test_subset} test images, "
+        f"{args.seeds} seeds; cnn-mini on the "
+        f"first {args.cnn_train_subset} training and {args.cnn_test_subset} test images, "
+        f"{args.cnn_seeds} seeds; {args.epochs} epochs of batch 128 "
+        f"({args.train_subset // 128} / {args.cnn_train_subset // 128} steps each), lr "
+        f"{args.lr} (MLP) / {args.cnn_lr} (cnn-mini) with the paper's decay schedule, "
+        f"weight decay 5e-4, {args.samples} samples spread evenly over the last "
+        f"{100 * (1 - args.sample_start):.0f}% of the steps (SGD: the final weights); seeds "
+        f"paired across methods (same initialisation and data order). Models: MLP "
+        f"784-100-10; cnn-mini = SmallCNN(8, 16 channels, 64 dense units).",
         "- formats: `fixed<wl>` = FixedPoint(wl, wl) (Δ = 2^-wl, range ±0.5) on weights and "
         "gradients; `bfp<wl>` = BlockFloatingPoint(wl) on weights, gradients, activations "
         "and errors. Controls `(T=0)`: the same method, schedule, quantization and "
@@ -353,8 +394,9 @@ def report(args, elapsed_min: float | None) -> str:
         *([f"- not run in this session: {', '.join(sorted(missing_models))} (the grid is "
            f"resumable: rerun the command without --no-cnn / --budget-min to add it)."]
           if missing_models else []),
-        "- missing cells (—): configurations the time budget did not reach; the tiers run "
-        "in order (all methods at T = 1e-3 and SGD, then the T = 0 controls, then T = 1).",
+        *(["- missing cells (—): configurations the time budget did not reach; the tiers "
+           "run in order (all methods at T = 1e-3 and SGD, then the T = 0 controls, then "
+           "T = 1)."] if done_cfg < total_cfg else []),
         "- verdicts: paired t test over seeds, two-sided, α = 0.05 per cell, no multiplicity "
         "correction; `n.d.` = no detectable difference; cells give the difference of "
         "means ± its SE (error in pp).",
@@ -379,19 +421,36 @@ def report(args, elapsed_min: float | None) -> str:
             "rounding). With the decay schedule η runs from lr to lr/100, so T* is given "
             "for both ends. Measured: the smallest T whose NLL differs from the T = 0 "
             "control (paired t, α = 0.05).", ""] + ts + [""]
+    shown = os.path.relpath(fig_dir, HERE.parent)
     lines += ["Figures (one per metric and model, both families, error bars = SE over "
-              "seeds): " + ", ".join(f"`benchmarks/figures/{f}`" for f in figs), ""]
+              "seeds): " + ", ".join(f"`{shown}/{f}`" for f in figs), ""]
     return "\n".join(lines)
+
+
+def _choices(kind, allowed, name):
+    def parse(text: str) -> list:
+        try:
+            vals = [kind(x) for x in text.split(",")]
+        except ValueError:
+            vals = None
+        if not vals or any(v not in allowed for v in vals):
+            raise argparse.ArgumentTypeError(
+                f"{name} takes a comma-separated subset of {','.join(map(str, allowed))}, "
+                f"got {text!r}")
+        return vals
+    return parse
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--train-subset", type=int, default=10000)
-    p.add_argument("--test-subset", type=int, default=2000)
+    p.add_argument("--train-subset", type=int, default=10000, help="MLP training images")
+    p.add_argument("--test-subset", type=int, default=2000, help="MLP test images")
+    p.add_argument("--cnn-train-subset", type=int, default=5000)
+    p.add_argument("--cnn-test-subset", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--cnn-seeds", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=5, help="seeds per MLP configuration")
+    p.add_argument("--cnn-seeds", type=int, default=3)
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--sample-start", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=0.5)
@@ -401,20 +460,34 @@ def main(argv=None) -> int:
     p.add_argument("--tstudy-temps", type=lambda s: [float(x) for x in s.split(",")],
                    default=[1e-3, 1e-2, 1e-1, 1.0, 10.0])
     p.add_argument("--no-cnn", action="store_true")
+    p.add_argument("--word-lengths", type=_choices(int, WORD_LENGTHS, "--word-lengths"),
+                   default=list(WORD_LENGTHS), help="a subset of 3,4,5,6,8")
+    p.add_argument("--families", type=_choices(str, FAMILIES, "--families"),
+                   default=list(FAMILIES), help="a subset of fixed,bfp")
     p.add_argument("--budget-min", type=float, default=float("inf"),
                    help="start no new configuration after this many minutes")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes (each --worker i/n), timed together")
     p.add_argument("--worker", type=lambda s: tuple(int(x) for x in s.split("/")),
-                   default=(0, 1), help="i/n: run every n-th configuration from i")
+                   default=(0, 1), help="i/n: run every n-th compiled group from i (no "
+                   "report: run --report-only when all workers are done)")
     p.add_argument("--out-dir", default=str(HERE / "out" / "bitwidth"))
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--elapsed-min", type=float, default=None,
                    help="wall time of the sweep, for the report (with --report-only)")
-    p.add_argument("--write", default=str(HERE / "RESULTS_bitwidth.md"))
+    p.add_argument("--write", default=str(HERE / "RESULTS_bitwidth.md"),
+                   help="the report's file ('' to only print it)")
+    p.add_argument("--fig-dir", default=str(HERE / "figures"))
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     t0 = time.perf_counter()
     if not args.report_only:
-        run_sweep(args)
-    if args.worker[0] != 0:
+        if args.jobs > 1:
+            run_jobs(args, list(sys.argv[1:] if argv is None else argv))
+        else:
+            run_sweep(args)
+    if args.worker[1] > 1:
         return 0
     elapsed = args.elapsed_min if args.report_only else (time.perf_counter() - t0) / 60
     text = report(args, elapsed)
