@@ -30,6 +30,7 @@ ORDER = [
     ("tables_sghmc", "SGHMC rows on Fashion-MNIST, T = 1e-3 (issue 13)"),
     ("logreg", "A posterior with a ground truth: logistic regression vs NUTS (issue 12)"),
     ("bitwidth", "Error against word length, and when the noise matters (issue 12)"),
+    ("pool", "Max pooling's gradient in the sweep's CNN (issue 12)"),
     ("extremes", "vc_quantize at the float32 extremes (issue 14)"),
     ("extremes_sweep", "Figure 1 and the BFP rows after the issue-14 fix"),
     ("faults", "Faults survived (issue 10)"),

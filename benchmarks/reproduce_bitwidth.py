@@ -329,7 +329,7 @@ def _tstudy(recs, args) -> list[str]:
         for wl in args.tstudy_wls:
             fmt, delta = f"fixed{wl}", 2.0 ** -wl
             ctl = _values(recs, "mlp", fmt, m, 0.0, "nll")
-            cells, first = [], None
+            cells, differs = [], []
             for t in temps:
                 a = _values(recs, "mlp", fmt, m, t, "nll")
                 xa, xb = _paired(a, ctl)
@@ -338,16 +338,33 @@ def _tstudy(recs, args) -> list[str]:
                 c = compare_samples(xa, xb, paired=True, metric="nll")
                 short = {"better": "better", "worse": "worse"}.get(c.outcome, "n.d.")
                 cells.append(f"T={t:g}: {c.diff:+.3f} ({short})")
-                if first is None and c.outcome != "no detectable difference":
-                    first = t
+                differs.append((t, c.outcome != "no detectable difference"))
+            # the onset: the smallest T from which every hotter T differs from the control
+            # (one isolated difference at a cold T is what 5 % false positives look like)
+            first = None
+            for t, d in reversed(differs):
+                if not d:
+                    break
+                first = t
             if not cells:
                 continue
             any_row = True
             hi = n * delta**2 / (12 * args.lr)
+            onset = (f"> {differs[-1][0]:g}" if first is None
+                     else f"≤ {first:g}" if first == differs[0][0] else f"{first:g}")
             lines.append(f"| {LABELS[m]} | {wl} | {delta:g} | {hi:.3g} … {100 * hi:.3g} | "
-                         f"{'; '.join(cells)} | {'≤ ' if first == temps[0] else ''}"
-                         f"{first if first is not None else f'> {temps[-1]:g}'} |")
+                         f"{'; '.join(cells)} | {onset} |")
     return lines if any_row else []
+
+
+def _write_sweep_record(args, argv: list[str], elapsed_min: float) -> None:
+    """``<out-dir>/sweep.json``: how the runs were made (command, wall time, the load at
+    the end), for reports written later with ``--report-only``."""
+    record = dict(command=" ".join(["python", os.path.relpath(__file__, HERE.parent), *argv]),
+                  elapsed_min=round(elapsed_min, 2),
+                  finished=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                  loadavg_end=[round(x, 2) for x in os.getloadavg()])
+    write_text_atomic(Path(args.out_dir) / "sweep.json", json.dumps(record, indent=1))
 
 
 def report(args, elapsed_min: float | None) -> str:
@@ -364,18 +381,22 @@ def report(args, elapsed_min: float | None) -> str:
                    if k[0] == m) / 60 for m in models}
     runs = {m: sum(k[0] == m for k in recs) for m in models}
     cmd = "python " + " ".join([os.path.relpath(__file__, HERE.parent)] + sys.argv[1:])
+    sweep_file = out_dir / "sweep.json"
+    sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
     lines = [
         "# Error against word length on Fashion-MNIST (issue 12)",
         "",
         f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}; "
         f"machine: {machine_line()}; jax {jax.__version__}",
-        f"- command: `{cmd}`"
+        *([f"- the sweep: `{sweep['command']}`, {sweep['elapsed_min']:.1f} min wall "
+           f"(finished {sweep['finished']}; load average 1/5/15 min at its end "
+           + "/".join(f"{x:.1f}" for x in sweep["loadavg_end"]) + ")"] if sweep else []),
+        f"- report: `{cmd}`"
         + (f" ({elapsed_min:.1f} min wall)" if elapsed_min is not None else ""),
         f"- {len(recs)} runs, {done_cfg} of {total_cfg} configurations; training + "
         f"evaluation time summed over runs (compilation included): "
         + ", ".join(f"{m} {runs[m]} runs, {busy[m]:.1f} min" for m in models)
-        + "; load average (1/5/15 min) when the report was written: "
-        + "/".join(f"{x:.1f}" for x in os.getloadavg()) + ".",
+        + ".",
         f"- scaling (the paper: ResNet-18, CIFAR, 245 epochs), for 2 CPU cores: MLP on "
         f"the first {args.train_subset} training and {args.test_subset} test images, "
         f"{args.seeds} seeds; cnn-mini on the "
@@ -419,8 +440,9 @@ def report(args, elapsed_min: float | None) -> str:
             "distance a from the grid point below has variance a(Δ − a), Δ²/6 on average. "
             "Below T* = NΔ²/(12η) the rounding swamps the noise (VC then *is* stochastic "
             "rounding). With the decay schedule η runs from lr to lr/100, so T* is given "
-            "for both ends. Measured: the smallest T whose NLL differs from the T = 0 "
-            "control (paired t, α = 0.05).", ""] + ts + [""]
+            "for both ends. Measured onset: the smallest T from which the NLL at every "
+            "hotter T differs from the T = 0 control (paired t, α = 0.05 each; an isolated "
+            "difference at a colder T is not counted).", ""] + ts + [""]
     shown = os.path.relpath(fig_dir, HERE.parent)
     lines += ["Figures (one per metric and model, both families, error bars = SE over "
               "seeds): " + ", ".join(f"`{shown}/{f}`" for f in figs), ""]
@@ -482,15 +504,17 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
     t0 = time.perf_counter()
+    given = list(sys.argv[1:] if argv is None else argv)
     if not args.report_only:
         if args.jobs > 1:
-            run_jobs(args, list(sys.argv[1:] if argv is None else argv))
+            run_jobs(args, given)
         else:
             run_sweep(args)
     if args.worker[1] > 1:
         return 0
-    elapsed = args.elapsed_min if args.report_only else (time.perf_counter() - t0) / 60
-    text = report(args, elapsed)
+    if not args.report_only:
+        _write_sweep_record(args, given, (time.perf_counter() - t0) / 60)
+    text = report(args, args.elapsed_min)
     print(text)
     if args.write:
         write_text_atomic(args.write, text)

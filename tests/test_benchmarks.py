@@ -84,7 +84,7 @@ def test_reproduce_gaussian_sghmc_quick(tmp_path, capsys):
 
 def test_bench_step_only_sghmc_quick(capsys):
     mod = load("bench_step")
-    assert mod.main(["--quick", "--only", "sghmc|momentum", "--steps", "2",
+    assert mod.main(["--quick", "--only", "VC SGHMCLP-L|momentum", "--steps", "2",
                      "--repeats", "1", "--no-pin"]) == 0
     out = capsys.readouterr().out
     assert "| lps.sghmc VC SGHMCLP-L | fixed8 |" in out
@@ -164,3 +164,60 @@ def test_reproduce_block_top_quick(capsys):
     out = capsys.readouterr().out
     for row in ("| 4 |", "| naive L bfp8 |", "| VC L bfp8 carry |", "extra variance"):
         assert row in out
+
+
+BITWIDTH_REDUCED = ["--word-lengths", "8", "--families", "fixed", "--no-cnn", "--seeds", "2",
+                    "--tstudy-wls", "8", "--tstudy-temps", "0.1", "--train-subset", "512",
+                    "--test-subset", "64", "--epochs", "2", "--samples", "2"]
+
+
+def test_reproduce_bitwidth_two_jobs_on_a_reduced_grid(tmp_path):
+    """The sweep's code path end to end on fake Fashion-MNIST files: two worker
+    processes share the grid by compiled group, every run writes its record, and the
+    report has the tables, the paired contrasts, the temperature study and the figures."""
+    from test_data import _fake_fashion
+
+    _fake_fashion(tmp_path / "data", n_train=512, n_test=64)
+    mod = load("reproduce_bitwidth")
+    out, figs, report = tmp_path / "out", tmp_path / "figs", tmp_path / "R.md"
+    argv = [*BITWIDTH_REDUCED, "--data-dir", str(tmp_path / "data"), "--jobs", "2",
+            "--out-dir", str(out), "--fig-dir", str(figs), "--write", str(report)]
+    assert mod.main(argv) == 0
+    # 5 methods + 3 controls + 3 at T = 1 on one format, and 2 methods at T = 0.1
+    assert len(list((out / "runs").glob("*.json"))) == 13 * 2
+    text = report.read_text()
+    assert "13 of 13 configurations" in text and "missing cells" not in text
+    assert "| VC SGLDLP-L vs naive SGLDLP-L | 0.001 | nll |" in text
+    assert "| VC SGLDLP-L | 8 | 0.00390625 |" in text  # the temperature study's row
+    assert sorted(p.name for p in figs.glob("*.png")) == [
+        f"bitwidth_mlp_{m}.png" for m in ("ece", "error", "nll")]
+
+
+def test_reproduce_bitwidth_refuses_bad_input_and_fails_loudly(tmp_path, capsys):
+    mod = load("reproduce_bitwidth")
+    with pytest.raises(SystemExit) as exc:
+        mod.main(["--word-lengths", "7"])
+    assert exc.value.code == 2 and "--word-lengths takes a comma-separated subset of " \
+        "3,4,5,6,8, got '7'" in capsys.readouterr().err
+    from test_data import _fake_fashion
+
+    _fake_fashion(tmp_path / "data", n_train=512, n_test=64)
+    # more samples than the sampling window has steps: every worker's first run fails
+    argv = [*BITWIDTH_REDUCED[:-1], "500", "--data-dir", str(tmp_path / "data"), "--jobs",
+            "2", "--out-dir", str(tmp_path / "out"), "--write", str(tmp_path / "R.md")]
+    with pytest.raises(SystemExit, match="worker exit codes .*the sweep is incomplete"):
+        mod.main(argv)
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_bench_pool_quick(capsys, tmp_path):
+    mod = load("bench_pool")
+    out_md = tmp_path / "pool.md"
+    # (fp32 only: the BFP8 network compiles for many seconds, twice)
+    assert mod.main(["--rounds", "1", "--steps", "1", "--batch", "4", "--nets", "cnn-mini",
+                     "--formats", "fp32", "--write", str(out_md)]) == 0
+    text = out_md.read_text()
+    assert "| cnn-mini | fp32 |" in text and "- command: `python benchmarks/bench_pool.py" in text
+    with pytest.raises(SystemExit):
+        mod.main(["--nets", "resnet"])
+    assert "--nets: unknown ['resnet']; allowed: cnn-mini, SmallCNN" in capsys.readouterr().err
