@@ -21,11 +21,12 @@ FX_W, FX_A = lps.FixedPoint(8, 6), lps.FixedPoint(8, 4)
 
 # input shapes small enough for a CPU test: 8×8 images (ResNet-18: pool 1 after 3 strides)
 SHAPES = {"mlp": (8, 8, 1), "cnn": (8, 8, 1), "resnet18": (8, 8, 3)}
-# ResNet-18's structure (stem, [2, 2, 2, 2] basic blocks with strides 1/2/2/2, shortcut
-# convs, classifier) at a tiny width: the same layers, quantizers and int8 products as the
-# paper's 64/128/256/512 channels (whose 11M parameters, banked three times and compiled
-# twice, take minutes on a CPU); tests/flax/test_models.py checks the full-width layer list.
-RESNET18_TINY = {"pool_size": 1, "widths": (4, 8, 8, 16)}
+# ResNet-18's code path (stem, basic blocks with identity and projection shortcuts,
+# BatchNorm statistics, classifier) at a tiny size: two blocks in the first stage (so an
+# int8 conv2 and the next block's conv1 share a kernel shape) and one in the second. The
+# paper's [2, 2, 2, 2] blocks of 64/128/256/512 channels, banked three times and compiled
+# twice, take minutes on a CPU; tests/flax/test_models.py checks the full layer list.
+RESNET18_TINY = {"stage_sizes": (2, 1), "widths": (4, 8), "strides": (1, 2), "pool_size": 4}
 
 
 def _model(name: str, compute: str, weight, act):
